@@ -1,0 +1,37 @@
+# `make test` and `make demo` set up .venv themselves; a fresh machine needs only python3.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+# The real datasets live beside the repository when this is checked out in the workplace.
+ifneq ($(wildcard ../shared/data),)
+export CRS_DATA_DIR ?= $(abspath ../shared/data)
+endif
+export RAY_USAGE_STATS_ENABLED ?= 0
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install test test-all demo demo-redial clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/crs run --dataset inspired
+
+demo-redial: $(STAMP)
+	$(VENV)/bin/crs run --dataset redial
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,113 @@
+"""Run-directory artifacts: Parquet with a declared schema, written atomically, with stage fingerprints.
+
+A stage's outputs appear under their final names only once complete (temp name + os.replace), and a
+stage record (`stages/<stage>.json`) holds the fingerprint of its inputs and config so a rerun with the
+same inputs is skipped and any change reruns it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crs_core.errors import DataError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def write_table(path: Path, table: pa.Table, schema: pa.Schema) -> None:
+    """Write `table` (cast to `schema`, so a wrong column fails here, not in the next stage) atomically."""
+    table = table.select(schema.names).cast(schema)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_table(path: Path, schema: pa.Schema) -> pa.Table:
+    """Read a Parquet artifact and check it has every declared column with the declared type."""
+    if not path.exists():
+        raise DataError(path, "artifact not found: run the stage that writes it first")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(path, f"not a readable Parquet file: {exc}") from exc
+    for fld in schema:
+        if fld.name not in table.schema.names:
+            raise DataError(path, "missing column", field=fld.name)
+        actual = table.schema.field(fld.name).type
+        if actual != fld.type:
+            raise DataError(path, f"column type {actual}, expected {fld.type}", field=fld.name)
+    return table.select(schema.names)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(config: Any, inputs: Iterable[Path] = ()) -> str:
+    """Hash of a stage's config section and the contents of its input files."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for path in sorted(Path(p) for p in inputs):
+        digest.update(str(path.name).encode())
+        digest.update(file_digest(path).encode())
+    return digest.hexdigest()[:16]
+
+
+class RunDir:
+    """`runs/<dataset>/<run-id>/`: where every stage of one run reads and writes."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def stage_record(self, stage: str) -> Path:
+        return self.path("stages", f"{stage}.json")
+
+    def is_current(self, stage: str, fp: str, outputs: Iterable[str]) -> bool:
+        """True when the stage already ran with this fingerprint and all its outputs exist."""
+        record = self.stage_record(stage)
+        if not record.exists():
+            return False
+        saved = json.loads(record.read_text())
+        return saved.get("fingerprint") == fp and all(self.path(o).exists() for o in outputs)
+
+    def mark_done(self, stage: str, fp: str, outputs: Iterable[str], summary: dict) -> None:
+        write_json(self.stage_record(stage), {"fingerprint": fp, "outputs": list(outputs), "summary": summary})
+
+    def summary(self, stage: str) -> dict:
+        return json.loads(self.stage_record(stage).read_text())["summary"]

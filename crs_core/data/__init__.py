@@ -1,0 +1,1 @@
+"""Dataset loaders: raw CRS files -> catalog items and per-turn recommendation samples."""

@@ -1,0 +1,38 @@
+"""Rendering a sample's dialogue history as model input text."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from crs_core.schema import RECOMMENDER, Sample
+
+SPEAKER_TAGS = {RECOMMENDER: "System", "seeker": "User"}
+
+
+def render_turns(sample: Sample) -> list[str]:
+    """Each earlier turn as `User: ...` / `System: ...` (the tags the FNSCRS backbones use)."""
+    return [f"{SPEAKER_TAGS[role]}: {text}" for role, text in zip(sample.context_roles, sample.context) if text]
+
+
+def render_context(sample: Sample, budget: int | None = None, length: Callable[[str], int] = len,
+                   separator: str = "\n") -> str:
+    """The history joined by `separator`, keeping the NEWEST turns whose total `length` fits `budget`.
+
+    `length` is a character count by default; pass a tokenizer-based count to budget in tokens. The
+    newest turn is always kept (cut from its start if it alone exceeds the budget), since it usually
+    holds the request the recommendation answers.
+    """
+    turns = render_turns(sample)
+    if budget is None:
+        return separator.join(turns)
+    kept: list[str] = []
+    used = 0
+    for turn in reversed(turns):
+        cost = length(turn) + (length(separator) if kept else 0)
+        if kept and used + cost > budget:
+            break
+        kept.append(turn)
+        used += cost
+    if kept and length(kept[0]) > budget and length is len:
+        kept[0] = kept[0][-budget:]
+    return separator.join(reversed(kept))

@@ -1,0 +1,36 @@
+"""`crs <command> ...`: the front door to the stage entries in rayjobs/."""
+
+from __future__ import annotations
+
+import sys
+
+from rayjobs import baselines, evaluate, pipeline, prepare
+
+COMMANDS = {
+    "prepare": (prepare.main, "build items.parquet and samples/*.parquet, print counts"),
+    "baselines": (baselines.main, "fit and save Popularity and EASE"),
+    "evaluate": (evaluate.main, "FNSCRS evaluation of saved models and prediction files"),
+    "run": (pipeline.main, "every stage in order, then the results table"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: crs <command> [options]   (crs <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    return COMMANDS[command][0](rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real data directory and one small local Ray runtime for the whole session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path | None:
+    value = os.environ.get("CRS_DATA_DIR")
+    if value and Path(value).is_dir():
+        return Path(value)
+    sibling = REPO.parent / "shared" / "data"
+    return sibling if sibling.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    path = data_dir()
+    if path is None:
+        pytest.skip("real CRS data not found: set CRS_DATA_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One Ray runtime per test session: 2 CPUs, capped object store, bound to loopback, no dashboard."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=300 * 1024 * 1024,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+        )
+    yield ray
+    if started:
+        ray.shutdown()
