@@ -36,6 +36,57 @@ SAMPLES_SCHEMA = pa.schema(
     ]
 )
 
+# Augmentation artifacts (DESIGN.md §1). Each is keyed by (sample_id[, item_id]).
+EMBEDDINGS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),  # str(item_id) for items, sample_id for contexts
+        pa.field("embedding", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+
+CANDIDATES_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),  # 0 = most similar
+        pa.field("similarity", pa.float32(), nullable=False),
+    ]
+)
+
+TEACHER_STATUS_OK = "ok"
+TEACHER_STATUS_FAILED = "failed"
+TEACHER_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("score", pa.float64(), nullable=True),  # 0..4; null when status == "failed", never a silent 0
+        pa.field("rationale", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("prompt_version", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # "ok" | "failed"
+        pa.field("error", pa.string(), nullable=True),
+        pa.field("input_tokens", pa.int64(), nullable=False),
+        pa.field("output_tokens", pa.int64(), nullable=False),
+        pa.field("cached", pa.bool_(), nullable=False),
+    ]
+)
+
+SCORES_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),  # student's expected relevance in [0, 4]
+    ]
+)
+
+SYNTHETIC_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("targets", pa.list_(pa.int64()), nullable=False),  # original targets + items scoring >= tau
+        pa.field("synthetic", pa.list_(pa.int64()), nullable=False),  # the added items only
+    ]
+)
+
 SEEKER = "seeker"
 RECOMMENDER = "recommender"
 
