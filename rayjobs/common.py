@@ -51,3 +51,23 @@ def run_entry(main_body, parser: argparse.ArgumentParser, argv: list[str] | None
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def init_ray(config: Config) -> None:
+    """Connect to `ray.address`, or start a local Ray whose dashboard listens on loopback only."""
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return
+    if config.ray.address:
+        ray.init(address=config.ray.address)
+        return
+    ray.init(
+        num_cpus=config.ray.num_cpus,
+        object_store_memory=config.ray.object_store_memory,
+        dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",
+    )

@@ -1,0 +1,218 @@
+"""Stages `distill` and `score`: fine-tune the student on the teacher's labels, then score EVERY retrieved
+(train sample, candidate) pair with it on Ray Data actors.
+
+One Ray Data row is one context with all its ~50 candidates, so an actor scores them in one tensor batch
+(`student.pool.batch_size` pairs per forward pass) instead of 50 one-pair calls. The student is trained in
+the driver and saved under `checkpoints/student/`; each actor loads it once from there (a cluster needs
+the run directory on shared storage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from crs_core import __version__
+from crs_core.artifacts import RunDir, fingerprint, read_table, write_table
+from crs_core.config import ActorPoolConfig, Config
+from crs_core.errors import ConfigError, DataError
+from crs_core.schema import (
+    CANDIDATES_SCHEMA,
+    ITEMS_SCHEMA,
+    SAMPLES_SCHEMA,
+    SCORES_SCHEMA,
+    TEACHER_SCHEMA,
+    Sample,
+    table_to_catalog,
+    table_to_samples,
+)
+from crs_core.student import StudentScorer, build_scorer, item_text, load_scorer
+from crs_core.text import render_context
+
+STUDENT_DIR = "checkpoints/student"
+STUDENT_OUTPUTS = (f"{STUDENT_DIR}/student.json",)
+CANDIDATES = "candidates/train.parquet"
+SCORES = "scores.parquet"
+HISTOGRAM_EDGES = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
+
+
+def candidate_rows(candidates: pa.Table, samples: Sequence[Sample], catalog_ids: set[int],
+                   max_candidates: int | None = None) -> list[dict]:
+    """One row per context: {sample_id, context, item_ids (retrieval rank order)}, in sample order,
+    keeping the `max_candidates` best-ranked candidates of each context when given.
+
+    Checked here, in the driver, so that stale artifacts fail with a clear message, not inside an actor."""
+    by_id = {s.sample_id: s for s in samples}
+    ranked: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for sid, item, rank in zip(*(candidates.column(c).to_pylist() for c in ("sample_id", "item_id", "rank"))):
+        if sid not in by_id or item not in catalog_ids:
+            raise DataError(CANDIDATES, f"pair ({sid!r}, {item}) is not a train sample and catalog item: "
+                                        "retrieve and prepare are out of step")
+        ranked[sid].append((rank, item))
+    for sid, pairs in ranked.items():
+        if len({i for _, i in pairs}) != len(pairs):
+            raise DataError(CANDIDATES, f"sample {sid!r} lists a candidate item twice")
+    return [{"sample_id": s.sample_id, "context": render_context(s),
+             "item_ids": [i for _, i in sorted(ranked[s.sample_id])][:max_candidates]}
+            for s in samples if s.sample_id in ranked]
+
+
+def _scores_table(sample_ids: list[str], item_ids: list[int], scores: np.ndarray) -> pa.Table:
+    return pa.table({"sample_id": pa.array(sample_ids, pa.string()), "item_id": pa.array(item_ids, pa.int64()),
+                     "score": pa.array(np.asarray(scores, dtype=np.float32), pa.float32())})
+
+
+def score_rows(scorer: StudentScorer, rows: Sequence[dict], item_texts: dict[int, str],
+               pairs_per_forward: int) -> pa.Table:
+    """Score every (context, candidate) of `rows` batched: `pairs_per_forward` pairs per forward pass."""
+    sample_ids = [r["sample_id"] for r in rows for _ in r["item_ids"]]
+    contexts = [r["context"] for r in rows for _ in r["item_ids"]]
+    item_ids = [int(i) for r in rows for i in r["item_ids"]]
+    scores = scorer.score_pairs(contexts, [item_texts[i] for i in item_ids], batch_size=pairs_per_forward)
+    return _scores_table(sample_ids, item_ids, scores)
+
+
+def score_one_pair_at_a_time(scorer: StudentScorer, rows: Sequence[dict], item_texts: dict[int, str]) -> pa.Table:
+    """The unbatched loop (one forward pass per pair) that batched scoring is benchmarked against."""
+    sample_ids, item_ids, scores = [], [], []
+    for row in rows:
+        for item in row["item_ids"]:
+            sample_ids.append(row["sample_id"])
+            item_ids.append(int(item))
+            scores.append(scorer.score_pairs([row["context"]], [item_texts[int(item)]], batch_size=1)[0])
+    return _scores_table(sample_ids, item_ids, np.array(scores))
+
+
+def load_item_texts(items_path: Path) -> dict[int, str]:
+    catalog = table_to_catalog(read_table(Path(items_path), ITEMS_SCHEMA))
+    return {item.item_id: item_text(item) for item in catalog.items}
+
+
+class ScoreCandidates:
+    """Ray Data callable: loads the saved student and the item texts once per actor."""
+
+    def __init__(self, checkpoint: str, items_path: str, pairs_per_forward: int):
+        self.scorer = load_scorer(Path(checkpoint))
+        self.item_texts = load_item_texts(Path(items_path))
+        self.pairs_per_forward = pairs_per_forward
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return score_rows(self.scorer, batch.to_pylist(), self.item_texts, self.pairs_per_forward)
+
+
+def check_pool(pool: ActorPoolConfig, cluster_cpus: float) -> None:
+    """Refuse a pool that would hold every CPU: Ray Data then never runs its read step and hangs silently."""
+    if pool.actors < 1 or pool.batch_size < 1:
+        raise ConfigError(f"student.pool: actors ({pool.actors}) and batch_size ({pool.batch_size}) must be >= 1")
+    if pool.actors * pool.num_cpus >= cluster_cpus:
+        raise ConfigError(f"student.pool: {pool.actors} actors x {pool.num_cpus} CPUs would hold all {cluster_cpus:g} "
+                          "CPUs and deadlock Ray Data; use fewer actors or fractional num_cpus")
+
+
+def score_with_ray(rows: Sequence[dict], checkpoint: Path, items_path: Path, pool: ActorPoolConfig) -> pa.Table:
+    """Score `rows` on an actor pool (Ray must be initialised); every (sample, item) comes back exactly once."""
+    import ray
+
+    check_pool(pool, ray.cluster_resources().get("CPU", 0.0))
+    rows_per_batch = max(1, pool.batch_size // max(len(r["item_ids"]) for r in rows))  # default: 1 context
+    ds = ray.data.from_items(list(rows), override_num_blocks=min(len(rows), 4 * pool.actors))
+    scored = ds.map_batches(
+        ScoreCandidates,
+        fn_constructor_kwargs={"checkpoint": str(checkpoint), "items_path": str(items_path),
+                               "pairs_per_forward": pool.batch_size},
+        compute=ray.data.ActorPoolStrategy(size=pool.actors),
+        num_cpus=pool.num_cpus,
+        num_gpus=pool.num_gpus,
+        batch_size=rows_per_batch,
+        batch_format="pyarrow",
+    )
+    table = pa.concat_tables(ray.get(scored.to_arrow_refs())).cast(SCORES_SCHEMA)
+    expected = sum(len(r["item_ids"]) for r in rows)
+    keys = pc.binary_join_element_wise(table["sample_id"], pc.cast(table["item_id"], pa.string()), "\x1f")
+    if table.num_rows != expected or pc.count_distinct(keys).as_py() != expected:
+        raise RuntimeError(f"Ray scoring returned {table.num_rows} rows for {expected} candidate pairs")
+    return table.sort_by([("sample_id", "ascending"), ("item_id", "ascending")])
+
+
+def score_histogram(scores: np.ndarray) -> dict[str, int]:
+    counts, _ = np.histogram(scores, bins=HISTOGRAM_EDGES)
+    return {f"{lo:g}-{hi:g}": int(c) for lo, hi, c in zip(HISTOGRAM_EDGES, HISTOGRAM_EDGES[1:], counts)}
+
+
+def _student_settings(config: Config) -> dict:
+    """What decides the trained student (the actor pool does not)."""
+    student = {k: v for k, v in dataclasses.asdict(config.student).items() if k not in ("pool", "max_candidates")}
+    return {"student": student, "seed": config.seed, "version": __version__}
+
+
+def ensure_student(config: Config, run: RunDir, force: bool = False) -> tuple[str, dict]:
+    """Train and save the student unless `checkpoints/student` is current; returns (fingerprint, summary)."""
+    from crs_core.student.train import save_student, teacher_triplets, train_student
+
+    inputs = [run.path("teacher.parquet"), run.path("items.parquet"), run.path("samples", "train.parquet")]
+    for path in inputs:
+        if not path.exists():
+            raise DataError(path, "artifact not found: run the stage that writes it first")
+    fp = fingerprint(_student_settings(config), inputs)
+    if not force and run.is_current("distill", fp, STUDENT_OUTPUTS):
+        return fp, run.summary("distill") | {"skipped": True}
+    catalog = table_to_catalog(read_table(inputs[1], ITEMS_SCHEMA))
+    samples = table_to_samples(read_table(inputs[2], SAMPLES_SCHEMA))
+    triplets = teacher_triplets(read_table(inputs[0], TEACHER_SCHEMA), samples, catalog)
+    scorer = build_scorer(config.student, config.seed)
+    summary = {"kind": config.student.kind, **train_student(scorer, triplets, config.student, config.seed)}
+    save_student(scorer, run.path(STUDENT_DIR))
+    run.mark_done("distill", fp, STUDENT_OUTPUTS, summary)
+    return fp, summary | {"skipped": False}
+
+
+def run_score(config: Config, run: RunDir, force: bool = False) -> dict:
+    """Stage `score` (after `distill`): writes scores.parquet (SCORES_SCHEMA); skipped when current."""
+    student_fp, student = ensure_student(config, run, force)
+    inputs = [run.path(CANDIDATES), run.path("items.parquet"), run.path("samples", "train.parquet")]
+    fp = fingerprint({"student": student_fp, "max_candidates": config.student.max_candidates}, inputs)
+    if not force and run.is_current("score", fp, (SCORES,)):
+        return run.summary("score") | {"skipped": True, "student": student}
+    samples = table_to_samples(read_table(inputs[2], SAMPLES_SCHEMA))
+    catalog_ids = set(read_table(inputs[1], ITEMS_SCHEMA).column("item_id").to_pylist())
+    rows = candidate_rows(read_table(inputs[0], CANDIDATES_SCHEMA), samples, catalog_ids, config.student.max_candidates)
+    if not rows:
+        raise DataError(inputs[0], "no candidates for any train sample")
+    started = time.perf_counter()
+    table = score_with_ray(rows, run.path(STUDENT_DIR), inputs[1], config.student.pool)
+    seconds = time.perf_counter() - started
+    write_table(run.path(SCORES), table, SCORES_SCHEMA)
+    scores = table.column("score").to_numpy()
+    summary = {
+        "contexts": len(rows),
+        "pairs": table.num_rows,
+        "seconds": seconds,
+        "pairs_per_second": table.num_rows / seconds if seconds > 0 else None,
+        "actors": config.student.pool.actors,
+        "agreement": {"mae": student.get("holdout_mae"), "spearman": student.get("holdout_spearman")},
+        "histogram": score_histogram(scores),
+    }
+    run.mark_done("score", fp, (SCORES,), summary)
+    return summary | {"skipped": False, "student": student}
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_score(summary: dict) -> str:
+    """What `crs score` prints: throughput, agreement with the teacher and where the scores fall."""
+    student, agree = summary["student"], summary["agreement"]
+    lines = [f"student ({student['kind']}): {student['train_pairs']} training pairs, {student['failed_excluded']} failed "
+             f"teacher rows left out; held-out MAE {_num(agree['mae'])}, Spearman {_num(agree['spearman'])}",
+             f"scored {summary['pairs']:,} pairs of {summary['contexts']:,} contexts in {summary['seconds']:.1f} s "
+             f"({_num(summary['pairs_per_second'])} pairs/s, {summary['actors']} actor(s))",
+             "score histogram: " + "  ".join(f"{k}: {v}" for k, v in summary["histogram"].items())]
+    return "\n".join(lines)

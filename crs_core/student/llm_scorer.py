@@ -1,0 +1,126 @@
+"""Cluster student (the paper's Gemma2-9b + LoRA): a causal LM reads a prompt ending in "Score:" and its
+NEXT-TOKEN probabilities of "0".."4", renormalised over those five, are the relevance distribution.
+
+No text is generated: one forward pass per pair gives the whole distribution, and training is plain
+cross-entropy on the same five logits. Only LoRA adapters on the attention projections are trained, so a
+checkpoint is the adapter (megabytes) plus the base model's name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from crs_core.student import StudentScorer, device, fit_pair, read_meta, write_meta
+
+DIGITS = ("0", "1", "2", "3", "4")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # attention projections (Llama, Gemma, Mistral, Qwen)
+LORA_DROPOUT = 0.05
+PROMPT_HEAD = ("Rate how well the candidate movie fits what the user wants in this conversation, from 0 "
+               "(irrelevant) to 4 (a perfect recommendation).\n\nConversation:\n")
+PROMPT_ITEM = "\n\nCandidate movie: "
+PROMPT_TAIL = "\n\nScore:"
+
+
+def digit_token_ids(tokenizer) -> list[int]:
+    """Vocabulary ids of the single tokens "0".."4"; fails loudly when a digit is not one token, since the
+    readout would then silently compare unrelated tokens."""
+    ids = []
+    for digit in DIGITS:
+        token_id = tokenizer.convert_tokens_to_ids(digit)
+        if token_id is None or token_id == tokenizer.unk_token_id or tokenizer.decode([token_id]).strip() != digit:
+            raise ValueError(f"tokenizer has no single token for {digit!r}: the 0-4 readout needs one per digit")
+        ids.append(token_id)
+    return ids
+
+
+def digit_logits(next_token_logits: torch.Tensor, digit_ids: Sequence[int]) -> torch.Tensor:
+    """(n, vocab) next-token logits -> (n, 5) logits of "0".."4"; their softmax is the renormalised
+    distribution p(k) / sum_j p(j), whatever mass the other tokens had."""
+    return next_token_logits[:, list(digit_ids)]
+
+
+class LLMScorer(StudentScorer):
+    kind = "llm"
+
+    def __init__(self, model: torch.nn.Module, tokenizer, base_model: str, max_length: int):
+        self.device = device()
+        self.model = model.to(self.device)
+        self.tokenizer = tokenizer
+        self.base_model = base_model
+        self.max_length = max_length
+        self.digit_ids = digit_token_ids(tokenizer)
+        self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        head, item, tail = tokenizer([PROMPT_HEAD, PROMPT_ITEM, PROMPT_TAIL], add_special_tokens=False)["input_ids"]
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        self.head_ids, self.item_ids, self.tail_ids = bos + head, item, tail
+        self.budget = max_length - len(self.head_ids) - len(self.item_ids) - len(self.tail_ids)
+
+    @staticmethod
+    def _load_base(name: str):
+        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        local = Path(name).is_dir()
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local)
+        return model, local
+
+    @classmethod
+    def from_pretrained(cls, base_model: str, max_length: int = 256, lora_r: int = 8,
+                        lora_alpha: int = 16) -> LLMScorer:
+        """Base LM by HF name or local folder, with fresh LoRA adapters (the only trainable weights)."""
+        from peft import LoraConfig, get_peft_model
+
+        base, local = cls._load_base(base_model)
+        tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=local)
+        lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=LORA_DROPOUT,
+                          target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
+        return cls(get_peft_model(base, lora), tokenizer, base_model, max_length)
+
+    @classmethod
+    def load(cls, path: Path) -> LLMScorer:
+        from peft import PeftModel
+
+        meta = read_meta(path)
+        base, _ = cls._load_base(meta["base_model"])
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return cls(PeftModel.from_pretrained(base, str(path)), tokenizer, meta["base_model"], meta["max_length"])
+
+    def save(self, path: Path) -> None:
+        """The LoRA adapter and tokenizer; the base model is referenced by name, never copied."""
+        self.model.save_pretrained(str(path))
+        self.tokenizer.save_pretrained(str(path))
+        write_meta(path, {"kind": self.kind, "base_model": self.base_model, "max_length": self.max_length})
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> None:
+        self.model.train(mode)
+
+    def encode(self, contexts: Sequence[str], item_texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """LEFT-padded prompts, so the last position is every row's "Score:" token; position ids skip the
+        padding, so a pair scores the same alone or in a batch."""
+        if self.budget < 2:
+            raise ValueError(f"student.max_length {self.max_length} leaves no room after the prompt template")
+        unique_c, unique_i = list(dict.fromkeys(contexts)), list(dict.fromkeys(item_texts))
+        c_ids = dict(zip(unique_c, self.tokenizer(unique_c, add_special_tokens=False, verbose=False)["input_ids"]))
+        i_ids = dict(zip(unique_i, self.tokenizer(unique_i, add_special_tokens=False, verbose=False)["input_ids"]))
+        rows = []
+        for context, item in zip(contexts, item_texts):
+            c, i = fit_pair(c_ids[context], i_ids[item], self.budget)
+            rows.append([*self.head_ids, *c, *self.item_ids, *i, *self.tail_ids])
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for n, r in enumerate(rows):
+            input_ids[n, width - len(r):] = torch.tensor(r)
+            attention_mask[n, width - len(r):] = 1
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return {name: t.to(self.device) for name, t in
+                (("input_ids", input_ids), ("attention_mask", attention_mask), ("position_ids", position_ids))}
+
+    def logits(self, contexts: Sequence[str], item_texts: Sequence[str]) -> torch.Tensor:
+        out = self.model(**self.encode(contexts, item_texts), logits_to_keep=1)
+        return digit_logits(out.logits[:, -1, :].float(), self.digit_ids)

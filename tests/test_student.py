@@ -1,0 +1,400 @@
+"""Student scorers, the `score` stage on Ray Data and the `synthesize` threshold, on tiny inline data.
+
+Toy world: five space sci-fi movies and five romantic comedies; a seeker asks for one genre, and the
+teacher rates same-genre candidates 4 and the others 0.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from crs_core.artifacts import RunDir, read_table, write_table
+from crs_core.config import ActorPoolConfig, Config, StudentConfig
+from crs_core.errors import DataError
+from crs_core.schema import (
+    CANDIDATES_SCHEMA,
+    ITEMS_SCHEMA,
+    SAMPLES_SCHEMA,
+    SCORES_SCHEMA,
+    SYNTHETIC_SCHEMA,
+    TEACHER_SCHEMA,
+    Catalog,
+    Item,
+    Sample,
+    items_to_table,
+    samples_to_table,
+)
+from crs_core.score import (
+    candidate_rows,
+    format_score,
+    load_item_texts,
+    run_score,
+    score_one_pair_at_a_time,
+    score_rows,
+    score_with_ray,
+)
+from crs_core.student import StudentScorer, expected_score, fit_pair, item_text, load_scorer, soft_targets
+from crs_core.student.cross_encoder import CrossEncoderScorer, default_model_path
+from crs_core.student.train import (
+    Triplet,
+    average_ranks,
+    save_student,
+    spearman,
+    split_holdout,
+    teacher_triplets,
+    train_student,
+)
+from crs_core.synthesize import expansion, format_expansion, run_synthesize, synthesize
+
+SCIFI, ROMANCE = (11, 12, 13, 14, 15), (21, 22, 23, 24, 25)
+SCIFI_PLOT = "Genre: science fiction. Astronauts fight aliens on a starship in deep space."
+ROMANCE_PLOT = "Genre: romantic comedy. Two strangers fall in love in Paris."
+CATALOG = Catalog([Item(i, f"Star Voyage {i}", f"Star Voyage {i}. {SCIFI_PLOT}") for i in SCIFI]
+                  + [Item(i, f"Paris Kiss {i}", f"Paris Kiss {i}. {ROMANCE_PLOT}") for i in ROMANCE])
+SCIFI_ASK = "I want a space movie with aliens and starships"
+ROMANCE_ASK = "I want a sweet romantic comedy about falling in love"
+
+
+def _sample(n: int, ask: str, context_items: tuple[int, ...], targets: tuple[int, ...]) -> Sample:
+    greeting = f"Hi, I am recommender {n}! What are you in the mood for?"
+    return Sample(f"s{n}", f"d{n}", 2, (greeting, ask), ("recommender", "seeker"), context_items, targets=targets)
+
+
+SAMPLES = [
+    _sample(0, SCIFI_ASK, (11,), (12,)),
+    _sample(1, ROMANCE_ASK, (), (21,)),
+    _sample(2, SCIFI_ASK, (13,), (14,)),
+    _sample(3, ROMANCE_ASK, (22,), (23,)),
+    _sample(4, SCIFI_ASK, (), (15,)),
+    _sample(5, ROMANCE_ASK, (), (24, 25)),
+]
+GENRE = {**{i: SCIFI_ASK for i in SCIFI}, **{i: ROMANCE_ASK for i in ROMANCE}}
+
+
+def _teacher_rows(failed: tuple[tuple[str, int], ...] = (), items: tuple[int, ...] = SCIFI + ROMANCE) -> list[dict]:
+    """Each (sample, item) rated 4 if same genre else 0; `failed` pairs have status failed and no score."""
+    rows = []
+    for s in SAMPLES:
+        for item in items:
+            bad = (s.sample_id, item) in failed
+            score = None if bad else (4.0 if GENRE[item] == s.context[1] else 0.0)
+            rows.append({"sample_id": s.sample_id, "item_id": item, "score": score,
+                         "rationale": "", "model": "toy", "prompt_version": "v1", "status": "failed" if bad else "ok",
+                         "error": "timeout" if bad else None, "input_tokens": 0, "output_tokens": 0, "cached": False})
+    return rows
+
+
+def _write_run(root: Path) -> RunDir:
+    run = RunDir(root)
+    write_table(run.path("items.parquet"), items_to_table(CATALOG.items), ITEMS_SCHEMA)
+    write_table(run.path("samples", "train.parquet"), samples_to_table(SAMPLES), SAMPLES_SCHEMA)
+    cands = [{"sample_id": s.sample_id, "item_id": item, "rank": r, "similarity": 1.0 - r / 10}
+             for s in SAMPLES for r, item in enumerate(CATALOG.item_ids.tolist())]
+    write_table(run.path("candidates", "train.parquet"), pa.Table.from_pylist(cands), CANDIDATES_SCHEMA)
+    teacher = pa.Table.from_pylist(_teacher_rows(items=(11, 12, 21, 22)), schema=TEACHER_SCHEMA)
+    write_table(run.path("teacher.parquet"), teacher, TEACHER_SCHEMA)
+    return run
+
+
+def _student_config(**overrides) -> StudentConfig:
+    settings = {"epochs": 1, "batch_size": 8, "learning_rate": 1e-4, "max_length": 48, "holdout_fraction": 0.34,
+                "pool": ActorPoolConfig(actors=1, num_cpus=0.5, batch_size=10)} | overrides
+    return StudentConfig(**settings)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """On 2 shared cores, busy-waiting OpenMP threads made a training step ~10x slower when another process
+    ran; one thread keeps these tests' time steady (Ray actors get their own thread count from Ray)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def triplets() -> list[Triplet]:
+    return teacher_triplets(pa.Table.from_pylist(_teacher_rows(), schema=TEACHER_SCHEMA), SAMPLES, CATALOG)
+
+
+# --- score mapping and readout ---------------------------------------------------------------------
+
+
+def test_expected_score_by_hand() -> None:
+    probs = np.array([[0, 0, 0.5, 0.5, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0.2] * 5])
+    np.testing.assert_allclose(expected_score(probs), [2.5, 0.0, 4.0, 2.0])
+
+
+def test_soft_targets_keep_the_teacher_score_as_expectation() -> None:
+    targets = soft_targets([4.0, 0.0, 2.5])
+    np.testing.assert_allclose(targets, [[0, 0, 0, 0, 1], [1, 0, 0, 0, 0], [0, 0, 0.5, 0.5, 0]])
+    np.testing.assert_allclose(expected_score(targets), [4.0, 0.0, 2.5])
+    for bad in (math.nan, 4.5, -1.0):
+        with pytest.raises(ValueError):
+            soft_targets([bad])
+
+
+def test_fit_pair_keeps_newest_context_and_item_start() -> None:
+    context, item = list(range(100, 120)), list(range(10))
+    c, i = fit_pair(context, item, 15)  # item capped at 15 // 3 = 5 tokens, context gets the other 10
+    assert i == item[:5] and c == context[-10:]
+    c, i = fit_pair([1, 2], item, 9)  # short context: the item may use the room it leaves
+    assert c == [1, 2] and i == item[:7]
+
+
+class _FixedLM(torch.nn.Module):
+    """Stands in for the causal LM: the same next-token logits for every prompt."""
+
+    def __init__(self, next_token: torch.Tensor):
+        super().__init__()
+        self.next_token = next_token
+
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep):
+        assert logits_to_keep == 1
+        return SimpleNamespace(logits=self.next_token.expand(input_ids.shape[0], 1, -1))
+
+
+def test_llm_digit_readout_by_hand(tiny_llm: Path) -> None:
+    """p(k) = softmax over ONLY the five digit logits: huge logits on other tokens change nothing."""
+    from crs_core.student.llm_scorer import LLMScorer, digit_logits, digit_token_ids
+
+    scorer = LLMScorer.from_pretrained(str(tiny_llm), max_length=64, lora_r=2, lora_alpha=4)
+    ids = digit_token_ids(scorer.tokenizer)
+    assert len(set(ids)) == 5 and [scorer.tokenizer.decode([i]) for i in ids] == ["0", "1", "2", "3", "4"]
+    logits = torch.full((1, len(scorer.tokenizer)), 50.0)  # every non-digit token far likelier
+    logits[0, ids] = torch.tensor([0.0, math.log(2), math.log(3), 0.0, 0.0])  # weights 1:2:3:1:1
+    probs = torch.softmax(digit_logits(logits, ids), -1).numpy()
+    np.testing.assert_allclose(probs, [[1 / 8, 2 / 8, 3 / 8, 1 / 8, 1 / 8]], rtol=1e-6)
+    scorer.model = _FixedLM(logits.unsqueeze(1))
+    np.testing.assert_allclose(scorer.score_pairs(["a", "b"], ["x", "y"]), [(0 + 2 + 6 + 3 + 4) / 8] * 2, rtol=1e-6)
+
+
+def test_spearman_with_ties_by_hand() -> None:
+    np.testing.assert_array_equal(average_ranks(np.array([10, 20, 20, 30])), [1, 2.5, 2.5, 4])
+    # ranks of b = [1, 2, 3.5, 5, 3.5]; centred dot products 8, 10 and 9.5
+    assert spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(8 / math.sqrt(95))
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [2, 2, 2]) is None
+
+
+def test_holdout_keeps_contexts_whole(triplets: list[Triplet]) -> None:
+    train, held = split_holdout(triplets, 0.34, seed=3)
+    held_ids = {t.sample_id for t in held}
+    assert len(held_ids) == 2 and not held_ids & {t.sample_id for t in train}
+    assert split_holdout(triplets, 0.34, seed=3) == (train, held)
+
+
+# --- cross-encoder -----------------------------------------------------------------------------------
+
+
+def test_cross_encoder_trains_and_round_trips(triplets: list[Triplet], tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    scorer = CrossEncoderScorer.from_pretrained(max_length=48)
+    few = [t for t in triplets if t.item_id in (11, 12, 21, 22)]  # 24 pairs, half rated 4, half 0
+    metrics = train_student(scorer, few, _student_config(epochs=3, learning_rate=2e-4, holdout_fraction=0.0), seed=0)
+    assert metrics["train_pairs"] == 24 and metrics["failed_excluded"] == 0
+    assert metrics["epoch_losses"][-1] < metrics["epoch_losses"][0]
+    contexts, items = [t.context for t in triplets[:10]], [t.item_text for t in triplets[:10]]
+    before = scorer.score_pairs(contexts, items)
+    save_student(scorer, tmp_path / "student")
+    save_student(scorer, tmp_path / "student")  # replacing an existing student also works
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]
+    np.testing.assert_allclose(load_scorer(tmp_path / "student").score_pairs(contexts, items), before, atol=1e-6)
+
+
+# --- LLM scorer ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory) -> Path:
+    """A random 2-layer Llama saved as a local "base model", with the MiniLM tokenizer (digits are single tokens)."""
+    pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()), local_files_only=True)
+    config = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_llm_scorer_trains_only_lora(tiny_llm: Path, triplets: list[Triplet], tmp_path: Path) -> None:
+    from crs_core.student import build_scorer
+
+    scorer = build_scorer(_student_config(kind="llm", model=str(tiny_llm), lora_r=4, lora_alpha=8), seed=0)
+    trainable = [n for n, p in scorer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any(n.endswith("q_proj.lora_A.default.weight") for n in trainable)
+    logits = scorer.logits([t.context for t in triplets[:4]], [t.item_text for t in triplets[:4]])
+    assert logits.shape == (4, 5)
+    logits.logsumexp(-1).sum().backward()
+    assert all(p.grad is not None for p in scorer.trainable_parameters())
+    train_student(scorer, triplets, _student_config(learning_rate=1e-2, holdout_fraction=0.0), seed=0)
+    contexts, items = [t.context for t in triplets[:12]], [t.item_text for t in triplets[:12]]
+    batched = scorer.score_pairs(contexts, items)
+    one_by_one = [scorer.score_pairs([c], [i])[0] for c, i in zip(contexts, items)]
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)  # left padding does not change a score
+    save_student(scorer, tmp_path / "student")
+    assert (tmp_path / "student" / "adapter_model.safetensors").exists()
+    np.testing.assert_allclose(load_scorer(tmp_path / "student").score_pairs(contexts, items), batched, atol=1e-6)
+
+
+# --- failed teacher rows -------------------------------------------------------------------------------
+
+
+class _RecordingScorer(StudentScorer):
+    """Learns only a bias over the five levels and records which pairs training fed it."""
+
+    kind = "recording"
+
+    def __init__(self):
+        self.bias = torch.nn.Parameter(torch.zeros(5))
+        self.training = False
+        self.seen: set[tuple[str, str]] = set()
+
+    def logits(self, contexts, item_texts):
+        if self.training:
+            self.seen.update(zip(contexts, item_texts))
+        return self.bias.expand(len(contexts), 5)
+
+    def trainable_parameters(self):
+        return [self.bias]
+
+    def train(self, mode: bool = True) -> None:
+        self.training = mode
+
+    def save(self, path: Path) -> None:
+        raise NotImplementedError
+
+
+def test_failed_teacher_rows_are_excluded_not_zero() -> None:
+    failed = (("s0", 11), ("s0", 12), ("s1", 21))
+    table = pa.Table.from_pylist(_teacher_rows(failed), schema=TEACHER_SCHEMA)
+    # a failed row that still carries a number is failed too
+    table = table.set_column(2, "score", pa.array([0.0 if (r["sample_id"], r["item_id"]) == ("s0", 11) else r["score"]
+                                                    for r in table.to_pylist()], pa.float64()))
+    triplets = teacher_triplets(table, SAMPLES, CATALOG)
+    assert {(t.sample_id, t.item_id) for t in triplets if t.score is None} == set(failed)
+    scorer = _RecordingScorer()
+    metrics = train_student(scorer, triplets, _student_config(holdout_fraction=0.0), seed=0)
+    assert metrics["failed_excluded"] == 3 and metrics["train_pairs"] == 57
+    failed_pairs = {(t.context, t.item_text) for t in triplets if t.score is None}
+    ok_pairs = {(t.context, t.item_text) for t in triplets if t.score is not None}
+    assert scorer.seen == ok_pairs and not scorer.seen & failed_pairs
+    with pytest.raises(ValueError, match="no usable teacher triplets"):
+        train_student(scorer, [t for t in triplets if t.score is None], _student_config(), seed=0)
+
+
+def test_candidate_rows_group_by_context_in_rank_order() -> None:
+    table = pa.Table.from_pylist([{"sample_id": "s1", "item_id": 22, "rank": 1, "similarity": 0.5},
+                                  {"sample_id": "s0", "item_id": 13, "rank": 0, "similarity": 0.9},
+                                  {"sample_id": "s1", "item_id": 21, "rank": 0, "similarity": 0.7}],
+                                 schema=CANDIDATES_SCHEMA)
+    rows = candidate_rows(table, SAMPLES, set(CATALOG.item_ids.tolist()))
+    assert [(r["sample_id"], r["item_ids"]) for r in rows] == [("s0", [13]), ("s1", [21, 22])]
+    assert rows[0]["context"].endswith(f"User: {SCIFI_ASK}")
+    with pytest.raises(DataError, match="out of step"):
+        candidate_rows(table, SAMPLES, {13, 21})
+
+
+# --- Ray Data scoring ------------------------------------------------------------------------------------
+
+
+def test_ray_scoring_equals_in_process(ray_local, tmp_path: Path) -> None:
+    run = _write_run(tmp_path)
+    torch.manual_seed(1)
+    scorer = CrossEncoderScorer.from_pretrained(max_length=48)
+    save_student(scorer, tmp_path / "student")
+    candidates = read_table(run.path("candidates", "train.parquet"), CANDIDATES_SCHEMA)
+    rows = candidate_rows(candidates, SAMPLES, set(CATALOG.item_ids.tolist()))
+    assert [r["item_ids"] for r in rows] == [CATALOG.item_ids.tolist()] * len(SAMPLES)
+    texts = load_item_texts(run.path("items.parquet"))
+    assert texts[11] == item_text(CATALOG.get(11))
+    local = score_rows(scorer, rows, texts, pairs_per_forward=10)
+    pool = ActorPoolConfig(actors=2, num_cpus=0.5, batch_size=10)
+    remote = score_with_ray(rows, tmp_path / "student", run.path("items.parquet"), pool)
+    assert remote.num_rows == 60 and remote.schema.equals(SCORES_SCHEMA)
+
+    def as_dict(table: pa.Table) -> dict:
+        return {(s, i): v for s, i, v in zip(*(table.column(c).to_pylist() for c in ("sample_id", "item_id", "score")))}
+
+    ray_scores, local_scores = as_dict(remote), as_dict(local)
+    assert ray_scores.keys() == local_scores.keys() and len(ray_scores) == 60
+    np.testing.assert_allclose([ray_scores[k] for k in local_scores], list(local_scores.values()), atol=1e-5)
+    unbatched = as_dict(score_one_pair_at_a_time(scorer, rows[:1], texts))
+    np.testing.assert_allclose([unbatched[k] for k in unbatched], [local_scores[k] for k in unbatched], atol=1e-5)
+
+
+# --- threshold -------------------------------------------------------------------------------------------
+
+
+def _scores(rows: list[tuple[str, int, float]]) -> pa.Table:
+    return pa.Table.from_pylist([{"sample_id": s, "item_id": i, "score": v} for s, i, v in rows], schema=SCORES_SCHEMA)
+
+
+HAND_SCORES = _scores([
+    ("s0", 13, 3.9), ("s0", 14, 3.5), ("s0", 15, 3.9), ("s0", 11, 4.0), ("s0", 12, 4.0),
+    ("s0", 21, 2.0), ("s0", 22, 1.99),
+    ("s1", 22, 3.49), ("s1", 23, 2.5),
+])
+
+
+def test_threshold_by_hand() -> None:
+    samples = SAMPLES[:3]  # s2 has no scores at all
+    # s0: 11 is a context item and 12 already a target; 13 and 15 tie at 3.9 (id order), 14 is exactly 3.5
+    assert synthesize(samples, HAND_SCORES, 3.5) == [
+        {"sample_id": "s0", "targets": [12, 13, 15, 14], "synthetic": [13, 15, 14]},
+        {"sample_id": "s1", "targets": [21], "synthetic": []},
+        {"sample_id": "s2", "targets": [14], "synthetic": []},
+    ]
+    assert synthesize(samples, HAND_SCORES, 2.0) == [
+        {"sample_id": "s0", "targets": [12, 13, 15, 14, 21], "synthetic": [13, 15, 14, 21]},
+        {"sample_id": "s1", "targets": [21, 22, 23], "synthetic": [22, 23]},
+        {"sample_id": "s2", "targets": [14], "synthetic": []},
+    ]
+    summary = expansion(synthesize(samples, HAND_SCORES, 2.0), 2.0)
+    assert (summary["original_labels"], summary["synthetic_labels"], summary["contexts_with_added"]) == (3, 9, 2)
+    assert summary["ratio"] == 3.0
+    text = format_expansion(summary, "redial")
+    assert "29,810" in text and "377,313" in text and "PARTIAL" in text
+    with pytest.raises(ValueError, match="not train samples"):
+        synthesize(samples[1:], HAND_SCORES, 3.5)
+
+
+# --- stages ----------------------------------------------------------------------------------------------
+
+
+def test_stages_skip_and_threshold_reruns_only_synthesize(ray_local, tmp_path: Path) -> None:
+    run = _write_run(tmp_path / "run")
+    config = Config(seed=0, student=_student_config())
+    first = run_score(config, run)
+    assert not first["skipped"] and not first["student"]["skipped"] and first["pairs"] == 60
+    assert first["student"]["train_pairs"] + first["student"]["holdout_pairs"] == 24
+    assert sum(first["histogram"].values()) == 60
+    assert "scored 60 pairs of 6 contexts" in format_score(first)
+    scores = read_table(run.path("scores.parquet"), SCORES_SCHEMA)
+    assert scores.num_rows == 60 and 0.0 <= min(scores["score"].to_pylist()) <= max(scores["score"].to_pylist()) <= 4.0
+    synth = run_synthesize(config, run)
+    assert not synth["skipped"] and synth["original_labels"] == 7
+    outputs = ("checkpoints/student/student.json", "scores.parquet", "synthetic.parquet")
+    stamps = {p: run.path(p).stat().st_mtime_ns for p in outputs}
+
+    assert run_score(config, run)["skipped"] and run_synthesize(config, run)["skipped"]
+    config.synthesize.threshold = 0.0  # every candidate that is not a target or context item
+    again = run_score(config, run)
+    assert again["skipped"] and again["student"]["skipped"]
+    synth = run_synthesize(config, run)
+    assert not synth["skipped"] and synth["synthetic_labels"] == 60 - sum(len(s.context_items) for s in SAMPLES)
+    assert {p: run.path(p).stat().st_mtime_ns for p in stamps if p != "synthetic.parquet"} == \
+        {p: t for p, t in stamps.items() if p != "synthetic.parquet"}
+    assert read_table(run.path("synthetic.parquet"), SYNTHETIC_SCHEMA).num_rows == len(SAMPLES)
