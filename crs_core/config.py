@@ -108,6 +108,27 @@ class SynthesizeConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Two-stage backbone training under Ray Train (DESIGN.md §5; reference: 10 + 5 epochs, lr 5e-5, batch 32)."""
+
+    backbone: str = "minilm"  # a registered trainable Recommender (crs_core.models.MODELS)
+    epochs_stage1: int = 3  # pretraining on synthetic targets (reference: 10; fewer for CPU)
+    epochs_stage2: int = 3  # fine-tuning on original targets (reference: 5)
+    learning_rate: float = 5e-5
+    batch_size: int = 32  # contexts per worker step
+    max_length: int = 128  # context tokens; the newest turns are kept
+    alpha: float = 0.5  # weight of KL(P_stage1 || P_model) in stage 2; the paper does not publish its value
+    num_workers: int = 1
+    use_gpu: bool = False
+    strategy: str = "ddp"  # "ddp" (ray.train.torch.prepare_model) | "deepspeed" (ZeRO config file below)
+    deepspeed_config: str = "configs/deepspeed_zero2.json"
+    cpus_per_worker: float = 1.0
+    max_failures: int = 0
+    trainable_layers: int | None = None  # top encoder layers to train (None: all; 0: item head only)
+    storage_path: str | None = None  # Ray Train results; None: <run dir>/ray_results
+
+
+@dataclass
 class EvaluationConfig:
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 25, 50])
     top_n: int = 100
@@ -129,6 +150,7 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:

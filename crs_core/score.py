@@ -33,8 +33,8 @@ from crs_core.schema import (
     table_to_catalog,
     table_to_samples,
 )
-from crs_core.student import StudentScorer, build_scorer, item_text, load_scorer
-from crs_core.text import render_context
+from crs_core.student import StudentScorer, build_scorer, load_scorer
+from crs_core.text import item_text, render_context
 
 STUDENT_DIR = "checkpoints/student"
 STUDENT_OUTPUTS = (f"{STUDENT_DIR}/student.json",)

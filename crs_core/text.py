@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from crs_core.schema import RECOMMENDER, Sample
+from crs_core.schema import RECOMMENDER, Item, Sample
 
 SPEAKER_TAGS = {RECOMMENDER: "System", "seeker": "User"}
 
@@ -36,3 +36,8 @@ def render_context(sample: Sample, budget: int | None = None, length: Callable[[
     if kept and length(kept[0]) > budget and length is len:
         kept[0] = kept[0][-budget:]
     return separator.join(reversed(kept))
+
+
+def item_text(item: Item) -> str:
+    """What a teacher or student reads about an item: the catalog description (title, genres, people, plot)."""
+    return item.description or item.title

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +47,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def run_entry(main_body, parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse, run, and turn our own errors into one clear line and exit code 2 (no traceback)."""
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         main_body(resolve_config(args), args)
     except CRSError as exc:
@@ -55,8 +58,6 @@ def run_entry(main_body, parser: argparse.ArgumentParser, argv: list[str] | None
 
 def init_ray(config: Config) -> None:
     """Connect to `ray.address`, or start a local Ray whose dashboard listens on loopback only."""
-    import os
-
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -40,7 +40,8 @@ from crs_core.score import (
     score_rows,
     score_with_ray,
 )
-from crs_core.student import StudentScorer, expected_score, fit_pair, item_text, load_scorer, soft_targets
+from crs_core.student import StudentScorer, expected_score, fit_pair, load_scorer, soft_targets
+from crs_core.text import item_text
 from crs_core.student.cross_encoder import CrossEncoderScorer, default_model_path
 from crs_core.student.train import (
     Triplet,

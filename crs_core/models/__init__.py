@@ -7,12 +7,13 @@ from typing import Any
 
 from crs_core.models.base import NotFittedError, Recommender, read_config
 from crs_core.models.ease import EASE
+from crs_core.models.minilm import MiniLMRecommender
 from crs_core.models.popularity import Popularity
 from crs_core.schema import Catalog
 
 __all__ = ["EASE", "MODELS", "NotFittedError", "Popularity", "Recommender", "build_model", "load_model"]
 
-MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (Popularity, EASE)}
+MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (Popularity, EASE, MiniLMRecommender)}
 
 
 def _model_class(name: str) -> type[Recommender]:

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from crs_core.config import StudentConfig
-from crs_core.schema import Item
 
 NUM_LEVELS = 5  # relevance 0..4
 LEVELS = np.arange(NUM_LEVELS, dtype=np.float64)
@@ -55,11 +54,6 @@ def fit_pair(context_ids: list[int], item_ids: list[int], budget: int) -> tuple[
     item_len = min(len(item_ids), max(budget // 3, budget - len(context_ids)))
     context_len = min(len(context_ids), budget - item_len)
     return context_ids[len(context_ids) - context_len:], item_ids[:item_len]
-
-
-def item_text(item: Item) -> str:
-    """What a student reads about an item: the catalog description (title, genres, people, plot)."""
-    return item.description or item.title
 
 
 def device() -> torch.device:

@@ -7,6 +7,7 @@ out: treating them as 0 would teach the student that hard pairs are irrelevant.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -23,9 +24,10 @@ import torch
 from crs_core.config import StudentConfig
 from crs_core.errors import DataError
 from crs_core.schema import TEACHER_STATUS_OK, Catalog, Sample
-from crs_core.student import StudentScorer, item_text, soft_targets
-from crs_core.text import render_context
+from crs_core.student import StudentScorer, soft_targets
+from crs_core.text import item_text, render_context
 
+LOG = logging.getLogger(__name__)
 WEIGHT_DECAY = 0.01
 WARMUP_SHARE = 0.1
 MAX_GRAD_NORM = 1.0
@@ -135,6 +137,8 @@ def train_student(scorer: StudentScorer, triplets: Sequence[Triplet], config: St
             schedule.step()
             losses.append(loss.item())
         epoch_losses.append(float(np.mean(losses)))
+        LOG.info("student epoch %d/%d: loss %.4f (%d pairs, %.0fs elapsed)", len(epoch_losses), config.epochs,
+                 epoch_losses[-1], len(train), time.perf_counter() - started)
     seconds = time.perf_counter() - started
     held_metrics = agreement(scorer, held, config.pool.batch_size)
     return {

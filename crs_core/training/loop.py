@@ -1,0 +1,384 @@
+"""Two-stage backbone training (DESIGN.md §5) as one Ray Train loop, plus the in-process `fit` loop.
+
+`train_epoch` is the only training loop: `MiniLMRecommender.fit` runs it in-process and every Ray Train
+worker runs it under DDP (`ray.train.torch.prepare_model`, gloo on CPU) or DeepSpeed ZeRO. Stage 1
+("pretrain") is grouped CE on the synthetic targets; stage 2 ("finetune") starts from the best stage-1
+checkpoint and adds alpha * KL(P_stage1 || P_model), the stage-1 model being a SEPARATELY LOADED frozen
+copy (the reference code's Llama2 variant shared its weights with the trained model: a bug). alpha = 0
+without stage 1 is the no-augmentation baseline.
+
+Checkpoint per epoch (Ray storage `<storage>/<run name>/epoch_NNN/`): `model/` (a saved Recommender),
+`progress.json` (epoch and metrics), `train_state.pt` (DDP: optimizer + schedule) or `deepspeed/` (every
+rank's ZeRO shard). Ray keeps the best by valid Recall@50 (FNSCRS protocol, "removed" variant).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from crs_core.artifacts import fingerprint, write_json
+from crs_core.config import TrainConfig
+from crs_core.errors import ConfigError
+from crs_core.evaluation import evaluate_scores
+from crs_core.models import Recommender, build_model, load_model
+from crs_core.schema import Catalog, Sample
+from crs_core.training.data import STAGES, Batch, TrainingData, epoch_indices, iter_batches, labelled, shard_size
+from crs_core.training.losses import grouped_cross_entropy, stage2_loss
+
+WEIGHT_DECAY = 0.01
+MAX_GRAD_NORM = 1.0
+METRIC = "valid_recall@50"
+STRATEGIES = ("ddp", "deepspeed")
+MODEL_DIR = "model"
+PROGRESS_FILE = "progress.json"
+STATE_FILE = "train_state.pt"
+DEEPSPEED_DIR = "deepspeed"
+DEEPSPEED_TAG = "state"
+CHECKPOINTS_KEPT = 2  # the best one and the runner-up; Ray also never deletes the latest (for resuming)
+STAGE_DIRS = {"pretrain": "stage1", "finetune": "stage2"}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
+
+
+@runtime_checkable
+class TrainableRecommender(Protocol):
+    """What the loop needs from a backbone besides the Recommender interface (see MiniLMRecommender)."""
+
+    module: torch.nn.Module | None  # tokenized contexts -> (batch, n_items) logits
+
+    def initialise(self, catalog: Catalog) -> None: ...
+
+    def tokenize(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]: ...
+
+
+# --- pieces shared by the in-process and the Ray Train loop ------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(worker_seed: int, epoch: int) -> int:
+    """Dropout seed of one epoch: a resumed run replays exactly the epochs it missed."""
+    return int(np.random.SeedSequence([worker_seed, epoch]).generate_state(1)[0])
+
+
+def build_optimizer(module: torch.nn.Module, learning_rate: float) -> torch.optim.AdamW:
+    """AdamW, weight decay 0.01 on matrices only (biases, LayerNorm and the scale are not decayed)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": WEIGHT_DECAY},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate)
+
+
+def linear_warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                           total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over `warmup_steps` (one epoch), then linear decay to 0 at `total_steps`. The first
+    step already uses lr/warmup (not 0), so a one-step epoch still trains."""
+    warmup = max(1, warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def plain_step(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+               params: list[torch.nn.Parameter]) -> Callable[[torch.Tensor], None]:
+    def step(loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+        optimizer.step()
+        scheduler.step()
+
+    return step
+
+
+def stage_loss(stage: str, alpha: float = 0.0, reference: torch.nn.Module | None = None) -> LossFn:
+    """Grouped CE for "pretrain"; CE + alpha * KL to `reference` for "finetune"."""
+    if stage == "pretrain":
+        return lambda logits, batch: grouped_cross_entropy(logits, batch.targets)
+
+    def loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        ref_logits = None
+        if alpha and reference is not None:
+            with torch.no_grad():
+                ref_logits = reference(**batch.inputs)
+        return stage2_loss(logits, batch.targets, ref_logits, alpha)
+
+    return loss
+
+
+def train_epoch(model: torch.nn.Module, batches: Iterable[Batch], loss_fn: LossFn,
+                step: Callable[[torch.Tensor], None]) -> float:
+    """One pass over `batches`; `model` is the plain module, its DDP wrapper or a DeepSpeed engine and
+    `step` the matching backward/update. Returns the mean batch loss."""
+    model.train()
+    total, count = 0.0, 0
+    for batch in batches:
+        loss = loss_fn(model(**batch.inputs), batch)
+        step(loss)
+        total += float(loss.detach())
+        count += 1
+    return total / max(count, 1)
+
+
+def train_in_process(model: TrainableRecommender, train: Sequence[Sample], catalog: Catalog, *, epochs: int,
+                     learning_rate: float, batch_size: int, seed: int) -> list[float]:
+    """Plain CE on `train` targets without Ray (what `fit` runs); global RNG state is left untouched."""
+    samples, columns = labelled(train, catalog)
+    if not samples:
+        raise ValueError("no training sample has a target in the catalog")
+    module = model.module
+    assert module is not None
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = build_optimizer(module, learning_rate)
+    steps = math.ceil(len(samples) / batch_size)
+    step = plain_step(optimizer, linear_warmup_schedule(optimizer, steps, epochs * steps), params)
+    loss_fn = stage_loss("finetune")
+    losses = []
+    with torch.random.fork_rng(devices=[]):
+        for epoch in range(epochs):
+            torch.manual_seed(epoch_seed(seed, epoch))
+            order = epoch_indices(len(samples), epoch, seed)
+            losses.append(train_epoch(module, iter_batches(model.tokenize, samples, columns, order, batch_size),
+                                      loss_fn, step))
+    module.eval()
+    return losses
+
+
+def validate(model: Recommender, data: TrainingData) -> dict[str, float]:
+    """FNSCRS protocol on the valid split ("removed" variant)."""
+    result = evaluate_scores(model.score(data.valid), data.valid, data.catalog)["removed"]
+    return {"valid_recall@1": result["recall@1"], "valid_recall@10": result["recall@10"], METRIC: result["recall@50"],
+            "valid_ndcg@10": result["ndcg@10"], "valid_n": result["n"]}
+
+
+# --- the Ray Train worker ---------------------------------------------------------------------------
+
+def frozen_reference(directory: Path) -> torch.nn.Module:
+    """The stage-1 model loaded on its own (no storage shared with the trained copy), frozen, eval mode."""
+    reference = load_model(directory)
+    assert isinstance(reference, TrainableRecommender) and reference.module is not None
+    return reference.module.requires_grad_(False).eval()
+
+
+def initial_model(config: dict[str, Any], catalog: Catalog, resume: Path | None,
+                  init: Path | None) -> tuple[TrainableRecommender, int]:
+    """(model, first epoch): a resumed checkpoint, else the stage-1 checkpoint, else fresh weights."""
+    if resume is not None:
+        model = load_model(resume / MODEL_DIR, catalog=catalog)
+        start = json.loads((resume / PROGRESS_FILE).read_text())["epoch"]
+    elif init is not None:
+        model, start = load_model(init / MODEL_DIR, catalog=catalog), 0
+    else:
+        model, start = build_model(config["backbone"], **config["backbone_params"]), 0
+    if not isinstance(model, TrainableRecommender):
+        raise TypeError(f"backbone {model.name!r} is not trainable by the Ray Train loop")
+    if resume is None and init is None:
+        model.initialise(catalog)
+    return model, start
+
+
+def _local_dir(checkpoint: Any, stack: ExitStack) -> Path | None:
+    return None if checkpoint is None else Path(stack.enter_context(checkpoint.as_directory()))
+
+
+def _mean_over_workers(value: float, world_size: int) -> float:
+    if world_size > 1 and torch.distributed.is_initialized():
+        tensor = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.all_reduce(tensor)
+        return float(tensor.item()) / world_size
+    return value
+
+
+def train_func(config: dict[str, Any]) -> list[dict[str, float]]:
+    """Ray Train worker loop (TorchTrainer): returns the per-epoch metrics it reported (rank 0's)."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    data = config["data"]
+    data = ray.get(data) if isinstance(data, ray.ObjectRef) else data
+    stage, seed, alpha, epochs, batch_size = (config[k] for k in ("stage", "seed", "alpha", "epochs", "batch_size"))
+    seed_everything(seed)  # identical fresh weights on every rank
+    with ExitStack() as stack:
+        resume = _local_dir(ray.train.get_checkpoint(), stack)
+        init = _local_dir(config.get("init_checkpoint"), stack)
+        model, start_epoch = initial_model(config, data.catalog, resume, init)
+        module = model.module
+        assert module is not None
+        reference = frozen_reference(init / MODEL_DIR) if stage == "finetune" and alpha and init else None
+        seed_everything(seed + rank)
+        samples, columns = labelled(data.train, data.catalog)
+        if not samples:
+            raise ValueError("no training sample has a target in the catalog")
+        steps = math.ceil(shard_size(len(samples), world) / batch_size)
+        optimizer = build_optimizer(module, config["learning_rate"])
+
+        def schedule(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+            return linear_warmup_schedule(opt, steps, epochs * steps)
+
+        if config["strategy"] == "deepspeed":
+            import deepspeed
+
+            ds_config = {**config["deepspeed_config"], "train_micro_batch_size_per_gpu": batch_size,
+                         "gradient_accumulation_steps": 1}
+            ds_config.setdefault("gradient_clipping", MAX_GRAD_NORM)
+            engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=schedule,
+                                                   config=ds_config, dist_init_required=False)
+            if resume is not None:
+                engine.load_checkpoint(str(resume / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
+            forward: torch.nn.Module = engine
+
+            def step(loss: torch.Tensor) -> None:
+                engine.backward(loss)
+                engine.step()
+        else:
+            forward = ray.train.torch.prepare_model(module)
+            scheduler = schedule(optimizer)
+            if resume is not None:
+                state = torch.load(resume / STATE_FILE, map_location="cpu")
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+            step = plain_step(optimizer, scheduler, [p for p in module.parameters() if p.requires_grad])
+        if reference is not None:
+            reference.to(ray.train.torch.get_device())
+        loss_fn = stage_loss(stage, alpha, reference)
+        history = []
+        for epoch in range(start_epoch, epochs):
+            torch.manual_seed(epoch_seed(seed + rank, epoch))
+            order = epoch_indices(len(samples), epoch, seed, rank, world)
+            loss = train_epoch(forward, iter_batches(model.tokenize, samples, columns, order, batch_size), loss_fn, step)
+            metrics: dict[str, float] = {"epoch": epoch + 1, "train_loss": _mean_over_workers(loss, world)}
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp)
+                if rank == 0:
+                    metrics |= validate(model, data)
+                    model.save(out / MODEL_DIR)
+                    write_json(out / PROGRESS_FILE, {"epoch": epoch + 1, "metrics": metrics})
+                    if config["strategy"] != "deepspeed":
+                        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                                   out / STATE_FILE)
+                if config["strategy"] == "deepspeed":
+                    engine.save_checkpoint(str(out / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)  # every rank: its shard
+                checkpoint = ray.train.Checkpoint.from_directory(tmp) if any(out.iterdir()) else None
+                ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch + 1:03d}")
+            history.append(metrics)
+        return history
+
+
+# --- the driver side --------------------------------------------------------------------------------
+
+def check_train_config(config: TrainConfig) -> None:
+    problems = []
+    if config.strategy not in STRATEGIES:
+        problems.append(f"strategy: {config.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    for key in ("epochs_stage1", "epochs_stage2", "batch_size", "max_length", "num_workers"):
+        if getattr(config, key) < 1:
+            problems.append(f"{key}: {getattr(config, key)} must be >= 1")
+    if config.alpha < 0 or config.learning_rate <= 0 or config.cpus_per_worker < 0 or config.max_failures < 0:
+        problems.append("alpha, cpus_per_worker and max_failures must be >= 0 and learning_rate > 0")
+    if problems:
+        raise ConfigError("train." + "; train.".join(problems))
+
+
+def read_deepspeed_config(path: str) -> dict[str, Any]:
+    """The ZeRO config file (relative paths: the working directory, then the repository root). It must not
+    set "optimizer" or "scheduler": the loop owns both, so DDP and DeepSpeed runs optimise identically."""
+    candidates = [Path(path)] if Path(path).is_absolute() else [Path(path), REPO_ROOT / path]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise ConfigError(f"train.deepspeed_config: {path} not found")
+    config = json.loads(found.read_text())
+    owned = sorted({"optimizer", "scheduler"} & config.keys())
+    if owned:
+        raise ConfigError(f"{found}: remove {owned}; the training loop sets AdamW and the linear schedule")
+    return config
+
+
+def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, run_dir: Path | None = None,
+                init_checkpoint: Any = None, seed: int = 42, name: str | None = None,
+                backbone_params: dict[str, Any] | None = None) -> tuple[Recommender, dict[str, Any]]:
+    """Run one stage under a TorchTrainer and load its best checkpoint (by valid Recall@50) back.
+
+    `init_checkpoint` (a ray.train.Checkpoint or a local path; stage 2 only) is the stage-1 checkpoint to
+    start from and to distil from. The Ray run is named `<stage dir>-<fingerprint of config, data and
+    init>` unless `name` is given: rerunning the same stage resumes (or just reloads) that run, a changed
+    config starts a new one. With `run_dir`, the best model is saved to `checkpoints/stage{1,2}/` and the
+    metrics to `checkpoints/stage{1,2}.json`.
+    """
+    import ray
+    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    check_train_config(train_config)
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    alpha = train_config.alpha if stage == "finetune" else 0.0
+    if stage == "pretrain" and init_checkpoint is not None:
+        raise ValueError("stage 1 starts from the pretrained encoder, not from a checkpoint")
+    if alpha > 0 and init_checkpoint is None:
+        raise ValueError("stage 2 with alpha > 0 needs the stage-1 checkpoint (use alpha=0 for the baseline)")
+    if isinstance(init_checkpoint, (str, Path)):
+        init_checkpoint = Checkpoint.from_directory(str(Path(init_checkpoint).resolve()))
+    storage = train_config.storage_path or (Path(run_dir) / "ray_results" if run_dir is not None else None)
+    if storage is None:
+        raise ValueError("no storage for Ray Train results: set train.storage_path or pass run_dir")
+    loop_config: dict[str, Any] = {
+        "stage": stage, "seed": seed, "alpha": alpha, "learning_rate": train_config.learning_rate,
+        "batch_size": train_config.batch_size, "backbone": train_config.backbone, "strategy": train_config.strategy,
+        "backbone_params": {"max_length": train_config.max_length, "trainable_layers": train_config.trainable_layers,
+                            "learning_rate": train_config.learning_rate, "batch_size": train_config.batch_size,
+                            "seed": seed, **(backbone_params or {})},
+        "deepspeed_config": (read_deepspeed_config(train_config.deepspeed_config)
+                             if train_config.strategy == "deepspeed" else None),
+    }
+    stage_dir = STAGE_DIRS[stage]
+    identity = {**loop_config, "num_workers": train_config.num_workers, "data": data.digest(),
+                "init": init_checkpoint.path if init_checkpoint is not None else None}
+    name = name or f"{stage_dir}-{fingerprint(identity)}"
+    epochs = train_config.epochs_stage1 if stage == "pretrain" else train_config.epochs_stage2
+    loop_config |= {"epochs": epochs, "init_checkpoint": init_checkpoint, "data": ray.put(data)}
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=train_config.num_workers, use_gpu=train_config.use_gpu,
+                                     resources_per_worker={"CPU": train_config.cpus_per_worker}),
+        run_config=RunConfig(storage_path=str(Path(storage).resolve()), name=name,
+                             failure_config=FailureConfig(max_failures=train_config.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT,
+                                                                checkpoint_score_attribute=METRIC,
+                                                                checkpoint_score_order="max")),
+    )
+    result = trainer.fit()
+    best = result.get_best_checkpoint(metric=METRIC, mode="max")
+    if best is None:
+        raise RuntimeError(f"Ray Train run {name} reported no checkpoint")
+    with best.as_directory() as directory:
+        model = load_model(Path(directory) / MODEL_DIR, catalog=data.catalog)
+        progress = json.loads((Path(directory) / PROGRESS_FILE).read_text())
+    metrics = {"stage": stage, "run_name": name, "run_path": result.path, "best_checkpoint": best.path,
+               "best_epoch": progress["epoch"], "best": progress["metrics"], "epochs": epochs,
+               "history": result.return_value or []}
+    if run_dir is not None:
+        model.save(Path(run_dir) / "checkpoints" / stage_dir)
+        write_json(Path(run_dir) / "checkpoints" / f"{stage_dir}.json", metrics)
+    return model, metrics
