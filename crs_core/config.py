@@ -206,6 +206,11 @@ def _check_type(value: Any, hint: Any, key: str, source: str) -> Any:
         return [_check_type(v, inner, key, source) for v in value]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" (no dot) as a string; a float field means the number
+            return float(value)
+        except ValueError:
+            pass
     if (hint in (int, float) and isinstance(value, bool)) or not isinstance(value, hint):
         raise ConfigError(f"{source}: {key}: expected {hint.__name__}, got {value!r}")
     return value

@@ -157,7 +157,8 @@ class RecommenderTestMixin:
 
     def test_registered(self) -> None:
         model = self.make_model()
-        assert MODELS[model.name] is type(model)
+        module, cls = MODELS[model.name].split(":")
+        assert (type(model).__module__, type(model).__name__) == (module, cls)
         assert type(build_model(model.name, **model.params())) is type(model)
 
     def test_learns_something(self) -> None:

@@ -70,6 +70,7 @@ def test_saved_config_round_trips(tmp_path):
 def test_parse_override_nests_and_parses_yaml_values():
     assert parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
     assert parse_override("x=null") == {"x": None}
+    assert load_config(overrides=["student.learning_rate=1e-4"]).student.learning_rate == 1e-4
 
 
 def test_data_dir_comes_from_the_environment(monkeypatch, tmp_path):

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from crs_core.models.base import NotFittedError, Recommender, read_config
 from crs_core.models.ease import EASE
-from crs_core.models.minilm import MiniLMRecommender
 from crs_core.models.popularity import Popularity
 from crs_core.schema import Catalog
 
 __all__ = ["EASE", "MODELS", "NotFittedError", "Popularity", "Recommender", "build_model", "load_model"]
 
-MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (Popularity, EASE, MiniLMRecommender)}
+# name -> "module:Class"; neural backbones are imported on first use, so the baselines never load torch.
+MODELS: dict[str, str] = {
+    "popularity": "crs_core.models.popularity:Popularity",
+    "ease": "crs_core.models.ease:EASE",
+    "minilm": "crs_core.models.minilm:MiniLMRecommender",
+}
 
 
 def _model_class(name: str) -> type[Recommender]:
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}") from None
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    module, cls = MODELS[name].split(":")
+    return getattr(import_module(module), cls)
 
 
 def build_model(name: str, **params: Any) -> Recommender:

