@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from rayjobs import augment, baselines, evaluate, pipeline, prepare
+from rayjobs import augment, baselines, evaluate, pipeline, prepare, train
 
 COMMANDS = {
     "prepare": (prepare.main, "build items.parquet and samples/*.parquet, print counts"),
     "augment": (augment.main, "embed, retrieve, teach, score, synthesize: the synthetic labels"),
     "baselines": (baselines.main, "fit and save Popularity and EASE"),
+    "train": (train.main, "two-stage training on Ray Train, with and without augmentation"),
     "evaluate": (evaluate.main, "FNSCRS evaluation of saved models and prediction files"),
     "run": (pipeline.main, "every stage in order, then the results table"),
 }

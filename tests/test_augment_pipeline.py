@@ -49,3 +49,25 @@ def test_augment_runs_every_stage_then_resumes(tmp_path, ray_local, capsys):
         "dataset": "inspired", "data_dir": str(data), "runs_dir": str(tmp_path / "runs")})
     rerun = run_augment(raised, stages=("score", "synthesize"))
     assert rerun["score"]["skipped"] and not rerun["synthesize"]["skipped"]
+
+
+def test_train_after_augment_saves_both_variants_and_evaluates(tmp_path, ray_local, capsys):
+    from rayjobs.train import main as train_main
+
+    data = make_inspired(tmp_path / "data")
+    base = ["--dataset", "inspired", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs")]
+    config = load_config(overrides=TINY, base={"dataset": "inspired", "data_dir": str(data),
+                                               "runs_dir": str(tmp_path / "runs")})
+    run_augment(config)
+    sets = [arg for pair in (("--set", s) for s in
+                             (*TINY, "train.epochs_stage1=1", "train.epochs_stage2=1", "train.max_length=32",
+                              "train.trainable_layers=0", "train.batch_size=4")) for arg in pair]
+    assert train_main([*base, *sets]) == 0
+    out = capsys.readouterr().out
+    assert "no augmentation" in out and "stage 2 (+KL)" in out
+    table_models = {line.split()[0] for line in out.splitlines() if line.endswith(tuple("0123456789"))
+                    and len(line.split()) == 8}
+    assert {"minilm", "minilm-aug", "popularity", "ease"} <= table_models
+    run = config.run_dir()
+    assert (run / "models" / "minilm-aug" / "model.json").exists()
+    assert (run / "checkpoints" / "stage1" / "model.json").exists()

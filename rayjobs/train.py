@@ -1,0 +1,54 @@
+"""`python -m rayjobs.train --dataset inspired` (= `crs train`): two-stage training on Ray Train.
+
+Needs the synthetic labels of `crs augment`. Trains the backbone (`train.backbone`) once without
+augmentation and once with it (stage 1 on synthetic labels, stage 2 with alpha * KL to stage 1), saves
+both under models/, then evaluates them with the baselines (Popularity, EASE) on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from crs_core.artifacts import RunDir
+from crs_core.baselines import run_baselines
+from crs_core.evaluate import run_evaluate
+from crs_core.evaluation import format_table
+from crs_core.prepare import prepare
+from rayjobs.common import add_common_arguments, init_ray, run_entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crs train", description=__doc__)
+    add_common_arguments(parser)
+    return parser
+
+
+def format_train(summary: dict) -> list[str]:
+    lines = [f"backbone {summary['backbone']}, alpha {summary['alpha']:g} (best epoch by valid Recall@50)"]
+    for label, key in (("no augmentation", "baseline"), ("stage 1 (synthetic)", "stage1"), ("stage 2 (+KL)", "stage2")):
+        part = summary[key]
+        recall = part["valid"].get("valid_recall@50")
+        shown = "-" if recall is None else f"{100 * recall:.2f}%"
+        lines.append(f"  {label:<20} epoch {part['best_epoch']}/{part['epochs']}: valid R@50 {shown}")
+    return lines
+
+
+def body(config, args) -> None:
+    from crs_core.two_stage import run_two_stage
+
+    prepare(config)
+    run_baselines(config)
+    init_ray(config)
+    summary = run_two_stage(config, RunDir(config.run_dir()), force=args.force)
+    print("\n".join(format_train(summary)))
+    results = run_evaluate(config, split="test")
+    print(f"\n{config.dataset} test (FNSCRS protocol; metrics in %)")
+    print(format_table(list(results.items())))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_entry(body, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
