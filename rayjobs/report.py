@@ -32,24 +32,12 @@ def format_teach(s: dict) -> list[str]:
     ]
 
 
-def format_score(s: dict) -> list[str]:
-    student = s.get("student", {})
-    agreement = s["agreement"]
-    mae = "-" if agreement["mae"] is None else f"{agreement['mae']:.3f}"
-    rho = "-" if agreement["spearman"] is None else f"{agreement['spearman']:.3f}"
-    rate = "-" if not s.get("pairs_per_second") else f"{s['pairs_per_second']:.1f}"
-    histogram = " ".join(f"{k}:{v}" for k, v in s["histogram"].items())
-    return [
-        f"student {student.get('kind', '?')}: held-out agreement with the teacher MAE {mae}, Spearman {rho}",
-        f"  scored {s['pairs']} pairs over {s['contexts']} contexts ({rate} pairs/s, {s['actors']} actor(s)); "
-        f"scores {histogram}",
-    ]
-
-
 def print_stage_summary(stage: str, summary: dict, config) -> None:
+    from crs_core.score import format_score
     from crs_core.synthesize import format_expansion
 
-    formatters = {"embed": format_embed, "retrieve": format_retrieve, "teach": format_teach, "score": format_score,
+    formatters = {"embed": format_embed, "retrieve": format_retrieve, "teach": format_teach,
+                  "score": lambda s: [format_score(s)],
                   "synthesize": lambda s: [format_expansion(s, config.dataset)]}
     reused = " (unchanged, reused)" if summary.get("skipped") else ""
     print(f"\n== {stage}{reused} [{summary.get('wall_s', '?')}s]")

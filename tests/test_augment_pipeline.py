@@ -31,7 +31,7 @@ def test_augment_runs_every_stage_then_resumes(tmp_path, ray_local, capsys):
     summaries = run_augment(config)
     out = capsys.readouterr().out
     assert list(summaries) == list(STAGES)
-    for header in ("== embed", "candidate recall@3", "teacher kg / model kg-rubric-v1", "held-out agreement",
+    for header in ("== embed", "candidate recall@3", "teacher kg / model kg-rubric-v1", "held-out MAE",
                    "label expansion, INSPIRED, tau = 0"):
         assert header in out
     run = config.run_dir()

@@ -120,10 +120,15 @@ class Recommender(abc.ABC):
             np.save(tmp / ITEM_IDS_FILE, self._item_ids, allow_pickle=False)
             config = {"name": self.name, "params": self.params(), "arrays": sorted(state)}
             (tmp / MODEL_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+            self._write_extra(tmp)
             _replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+    def _write_extra(self, directory: Path) -> None:
+        """Hook for files beyond numpy arrays (e.g. a transformer's weights), written inside the same
+        temp directory so the whole model still appears atomically."""
 
     @classmethod
     def load(cls, directory: Path, catalog: Catalog | None = None) -> Recommender:

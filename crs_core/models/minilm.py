@@ -13,8 +13,6 @@ Saved as the base layout (model.json, item_ids.npy, item_matrix/item_bias/log_sc
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ import numpy as np
 import torch
 
 from crs_core.encoders import mean_pool, minilm_path
-from crs_core.models.base import Recommender, _replace_dir
+from crs_core.models.base import Recommender
 from crs_core.schema import Catalog, Sample
 from crs_core.text import item_text, render_context
 
@@ -205,21 +203,11 @@ class MiniLMRecommender(Recommender):
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self._head = {key: state[key] for key in HEAD_KEYS}
 
-    def save(self, directory: Path) -> None:
-        """The base files plus `encoder/`, written to a temp sibling and renamed into place."""
-        self._require_fitted()
+    def _write_extra(self, directory: Path) -> None:
+        """The fine-tuned encoder and its tokenizer under `encoder/`, next to the base files."""
         assert self.module is not None
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex}")
-        try:
-            super().save(tmp)
-            self.module.encoder.save_pretrained(tmp / ENCODER_DIR)
-            self.tokenizer.save_pretrained(tmp / ENCODER_DIR)
-            _replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        self.module.encoder.save_pretrained(directory / ENCODER_DIR)
+        self.tokenizer.save_pretrained(directory / ENCODER_DIR)
 
     @classmethod
     def load(cls, directory: Path, catalog: Catalog | None = None) -> MiniLMRecommender:
