@@ -302,6 +302,8 @@ def train_func(config: dict[str, Any]) -> list[dict[str, float]]:
                     metrics |= validate(model, data)
                     model.save(out / MODEL_DIR)
                     write_json(out / PROGRESS_FILE, {"epoch": epoch + 1, "metrics": metrics})
+                    print(f"[{stage}] epoch {epoch + 1}/{epochs}: " + ", ".join(
+                        f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch"), flush=True)
                 save_state(out, rank)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp) if any(out.iterdir()) else None
                 ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch + 1:03d}")
