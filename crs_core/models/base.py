@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import abc
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from crs_core.artifacts import atomic_dir
 from crs_core.schema import Catalog, Sample
 
 MODEL_FILE = "model.json"
@@ -109,11 +107,7 @@ class Recommender(abc.ABC):
         leaves a half-written model where a reader expects a complete one.
         """
         self._require_fitted()
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex}")
-        tmp.mkdir()
-        try:
+        with atomic_dir(directory) as tmp:
             state = self._state()
             for key, array in state.items():
                 np.save(tmp / f"{key}.npy", array, allow_pickle=False)
@@ -121,10 +115,6 @@ class Recommender(abc.ABC):
             config = {"name": self.name, "params": self.params(), "arrays": sorted(state)}
             (tmp / MODEL_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             self._write_extra(tmp)
-            _replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     def _write_extra(self, directory: Path) -> None:
         """Hook for files beyond numpy arrays (e.g. a transformer's weights), written inside the same
@@ -148,14 +138,3 @@ class Recommender(abc.ABC):
             model.check_catalog(catalog)
         return model
 
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename `src` to `dst`; an existing `dst` is moved aside first (rename cannot overwrite a
-    non-empty directory) and deleted only once the new one is in place."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex}")
-    os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old)

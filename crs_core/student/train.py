@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from crs_core.artifacts import atomic_dir
 from crs_core.config import StudentConfig
 from crs_core.errors import DataError
 from crs_core.schema import TEACHER_STATUS_OK, Catalog, Sample
@@ -157,16 +155,5 @@ def train_student(scorer: StudentScorer, triplets: Sequence[Triplet], config: St
 def save_student(scorer: StudentScorer, path: Path) -> None:
     """Save into a temp folder beside `path`, then rename: a reader sees the old student or the new one,
     never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
-    try:
-        tmp.mkdir()
+    with atomic_dir(path) as tmp:
         scorer.save(tmp)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
