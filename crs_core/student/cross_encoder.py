@@ -7,8 +7,8 @@ the pooling MiniLM was trained with (its `pooler` layer was never tuned for sent
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file

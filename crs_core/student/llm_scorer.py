@@ -8,13 +8,16 @@ checkpoint is the adapter (megabytes) plus the base model's name.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+from itertools import groupby
 from pathlib import Path
-from typing import Sequence
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from crs_core.student import StudentScorer, device, fit_pair, read_meta, write_meta
+from crs_core.student import NUM_LEVELS, StudentScorer, device, fit_pair, read_meta, write_meta
 
 DIGITS = ("0", "1", "2", "3", "4")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # attention projections (Llama, Gemma, Mistral, Qwen)
@@ -99,28 +102,69 @@ class LLMScorer(StudentScorer):
     def train(self, mode: bool = True) -> None:
         self.model.train(mode)
 
-    def encode(self, contexts: Sequence[str], item_texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """LEFT-padded prompts, so the last position is every row's "Score:" token; position ids skip the
-        padding, so a pair scores the same alone or in a batch."""
+    def pair_tokens(self, contexts: Sequence[str], item_texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+        """(prefix, suffix) token ids per pair: BOS + head + context cut, then item cut + tail. The prefix does
+        not depend on the item (`fit_pair`), so the candidates of one context share it."""
         if self.budget < 2:
             raise ValueError(f"student.max_length {self.max_length} leaves no room after the prompt template")
         unique_c, unique_i = list(dict.fromkeys(contexts)), list(dict.fromkeys(item_texts))
         c_ids = dict(zip(unique_c, self.tokenizer(unique_c, add_special_tokens=False, verbose=False)["input_ids"]))
         i_ids = dict(zip(unique_i, self.tokenizer(unique_i, add_special_tokens=False, verbose=False)["input_ids"]))
-        rows = []
+        pairs = []
         for context, item in zip(contexts, item_texts):
             c, i = fit_pair(c_ids[context], i_ids[item], self.budget)
-            rows.append([*self.head_ids, *c, *self.item_ids, *i, *self.tail_ids])
+            pairs.append(([*self.head_ids, *c], [*self.item_ids, *i, *self.tail_ids]))
+        return pairs
+
+    def _left_padded(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for n, r in enumerate(rows):
             input_ids[n, width - len(r):] = torch.tensor(r)
             attention_mask[n, width - len(r):] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+    def encode(self, contexts: Sequence[str], item_texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """LEFT-padded prompts, so the last position is every row's "Score:" token; position ids skip the
+        padding, so a pair scores the same alone or in a batch."""
+        input_ids, attention_mask = self._left_padded([p + s for p, s in self.pair_tokens(contexts, item_texts)])
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return {name: t.to(self.device) for name, t in
-                (("input_ids", input_ids), ("attention_mask", attention_mask), ("position_ids", position_ids))}
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
 
     def logits(self, contexts: Sequence[str], item_texts: Sequence[str]) -> torch.Tensor:
         out = self.model(**self.encode(contexts, item_texts), logits_to_keep=1)
+        return digit_logits(out.logits[:, -1, :].float(), self.digit_ids)
+
+    def predict_proba(self, contexts: Sequence[str], item_texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Scoring with each context's prefix computed ONCE: consecutive pairs of one context (a row of the
+        score stage holds a context's ~50 candidates) reuse the key/values of head + context, and only the
+        candidates' item + tail tokens go through the model, `batch_size` at a time. Same probabilities as
+        one full prompt per pair (tested); training keeps the full prompts of `logits`."""
+        if len(contexts) != len(item_texts):
+            raise ValueError(f"{len(contexts)} contexts but {len(item_texts)} item texts")
+        self.train(False)
+        pairs = self.pair_tokens(contexts, item_texts)
+        out = np.zeros((len(pairs), NUM_LEVELS))
+        with torch.inference_mode():
+            for _, group in groupby(range(len(pairs)), key=lambda n: contexts[n]):
+                rows = list(group)
+                prefix = torch.tensor([pairs[rows[0]][0]], device=self.device)
+                cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+                for start in range(0, len(rows), batch_size):
+                    chunk = rows[start:start + batch_size]
+                    logits = self._suffix_logits(cache, prefix.shape[1], [pairs[n][1] for n in chunk])
+                    out[chunk] = torch.softmax(logits, dim=-1).cpu().numpy()
+        return out
+
+    def _suffix_logits(self, prefix_cache, prefix_len: int, suffixes: Sequence[list[int]]) -> torch.Tensor:
+        """Digit logits of `suffixes` continuing one cached prefix: the suffixes are left-padded, the padding
+        masked out between prefix and suffix and skipped by the position ids."""
+        cache = copy.deepcopy(prefix_cache)  # the forward pass appends to the cache it is given
+        cache.batch_repeat_interleave(len(suffixes))
+        input_ids, suffix_mask = self._left_padded(suffixes)
+        prefix_mask = torch.ones((len(suffixes), prefix_len), dtype=torch.long, device=self.device)
+        position_ids = prefix_len + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, attention_mask=torch.cat([prefix_mask, suffix_mask], dim=1),
+                         position_ids=position_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         return digit_logits(out.logits[:, -1, :].float(), self.digit_ids)
