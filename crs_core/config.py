@@ -147,6 +147,42 @@ class SweepConfig:
 
 
 @dataclass
+class ChatSectionConfig:
+    """What the zero-shot recommender and the simulated seeker share: an LLM endpoint and a switch for `crs run`.
+
+    base_url, model and api_key_env left null are the teacher section's.
+    """
+
+    enabled: bool = False  # `crs run` only: run this stage after training (needs an endpoint; off for the demo)
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1; null: teacher.base_url
+    model: str | None = None  # null: teacher.model
+    api_key_env: str | None = None  # null: teacher.api_key_env; the key itself is never in the config
+    concurrency: int = 4
+    temperature: float = 0.0
+
+
+@dataclass
+class ZeroShotConfig(ChatSectionConfig):
+    """The zero-shot LLM recommender (`crs simulate --zero-shot`; `crs run` with enabled: true)."""
+
+    prompt: str = "zero_shot_v1"  # a packaged prompt (crs_core/prompts/<name>.txt) or a path to a prompt file
+    titles: int = 20  # titles asked for per dialogue
+    max_tokens: int = 400  # 20 lines of "N. Title (Year)" need ~250 tokens
+    fuzzy_cutoff: float = 0.85  # difflib ratio for a near-miss title (crs_core.titles.FUZZY_CUTOFF)
+
+
+@dataclass
+class SimulateConfig(ChatSectionConfig):
+    """The LLM user simulator (`crs simulate`; `crs run` with enabled: true)."""
+
+    prompt: str = "seeker_v1"  # a packaged prompt (crs_core/prompts/<name>.txt) or a path to a prompt file
+    turns: int = 3  # seeker turns per dialogue
+    dialogues: int = 50  # test dialogues sampled (seeded by `seed`)
+    max_tokens: int = 96
+    leak_retries: int = 2  # regenerations of a seeker turn that named the target before it is masked
+
+
+@dataclass
 class EvaluationConfig:
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 25, 50])
     top_n: int = 100
@@ -170,6 +206,8 @@ class Config:
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tune: SweepConfig = field(default_factory=SweepConfig)
+    zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -210,6 +248,23 @@ class Config:
             raise ConfigError(f"retrieval.top_k: {self.retrieval.top_k} must be >= 1")
         if not self.evaluation.ks or any(k < 1 or k > self.evaluation.top_n for k in self.evaluation.ks):
             raise ConfigError(f"evaluation.ks: {self.evaluation.ks} must be in [1, evaluation.top_n]")
+        self._validate_chat_sections()
+
+    def _validate_chat_sections(self) -> None:
+        minimums = {"zero_shot": {"concurrency": 1, "max_tokens": 1, "titles": 1},
+                    "simulate": {"concurrency": 1, "max_tokens": 1, "turns": 0, "dialogues": 1, "leak_retries": 0}}
+        for name, fields in minimums.items():
+            section = getattr(self, name)
+            for key, minimum in fields.items():
+                if getattr(section, key) < minimum:
+                    raise ConfigError(f"{name}.{key}: {getattr(section, key)} must be >= {minimum}")
+            if section.temperature < 0:
+                raise ConfigError(f"{name}.temperature: {section.temperature} must be >= 0")
+            if section.enabled and not (section.base_url or self.teacher.base_url):
+                raise ConfigError(f"{name}.enabled: true needs an LLM endpoint: set {name}.base_url (or "
+                                  f"teacher.base_url), e.g. --set {name}.base_url=http://127.0.0.1:8000/v1")
+        if not 0.0 < self.zero_shot.fuzzy_cutoff <= 1.0:
+            raise ConfigError(f"zero_shot.fuzzy_cutoff: {self.zero_shot.fuzzy_cutoff} must be in (0, 1]")
 
     def resolved_data_dir(self) -> Path:
         value = self.data_dir or os.environ.get(DATA_DIR_ENV)

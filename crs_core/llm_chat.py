@@ -1,8 +1,8 @@
 """Free-text chat requests (the zero-shot recommender, the simulated seeker) over the teacher's client.
 
-The teacher's `LLMTeacher` already owns what an OpenAI-compatible client needs here: the API key from the
-environment only, redaction of secrets, the split of transient from permanent errors, and jittered
-exponential backoff. `ChatEndpoint` reuses all of it and swaps the `Score:` parser for a caller's check,
+`ChatClient` (crs_core/teacher/client.py) already owns what an OpenAI-compatible client needs here: the API
+key from the environment only, redaction of secrets, the split of transient from permanent errors, and
+jittered exponential backoff. `ChatEndpoint` asks it with a caller's check instead of the `Score:` parser,
 so a free-text answer is re-asked exactly like an unparsable score. Successful answers are cached on disk
 by (prompt version, model, rendered messages, max_tokens, temperature), so a rerun costs nothing; refused
 or failed answers are never cached, so a rerun asks for them again (as the teacher does).
@@ -13,23 +13,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import re
-import sqlite3
 import string
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from crs_core.config import TeacherConfig
+from crs_core.config import SimulateConfig, TeacherConfig, ZeroShotConfig
 from crs_core.errors import ConfigError
-from crs_core.teacher.client import LLMTeacher, _Retryable
-from crs_core.teacher.prompt import DEFAULT_PROMPT
-
-log = logging.getLogger(__name__)
+from crs_core.teacher.cache import KeyedAnswers
+from crs_core.teacher.client import ChatClient
 
 ANSWER_CACHE_FILE = "llm_answers.sqlite"
 _SECTION = re.compile(r"^\[(system|user|assistant|retry)\][ \t]*\n", re.MULTILINE)
@@ -107,64 +102,39 @@ class Answer:
     cached: bool = False
 
 
-class AnswerCache:
-    """Thread-safe SQLite store of accepted answers (stdlib; one connection guarded by a lock)."""
+class AnswerCache(KeyedAnswers):
+    """Accepted free-text answers (thread-safe SQLite, the same store as the teacher's cache)."""
+
+    COLUMNS = (("answer", "TEXT"), ("model", "TEXT"), ("prompt_version", "TEXT"), ("input_tokens", "INTEGER"),
+               ("output_tokens", "INTEGER"))
 
     def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        with self._lock, self._db:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, model TEXT NOT NULL,"
-                " prompt_version TEXT NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,"
-                " created REAL NOT NULL)"
-            )
+        super().__init__(path, self.COLUMNS)
 
     def get(self, key: str) -> Answer | None:
-        with self._lock:
-            row = self._db.execute("SELECT answer, input_tokens, output_tokens FROM answers WHERE key = ?",
-                                   (key,)).fetchone()
-        return None if row is None else Answer(text=row[0], input_tokens=row[1], output_tokens=row[2], cached=True)
+        row = self.read(key)
+        return None if row is None else Answer(text=row["answer"], input_tokens=row["input_tokens"],
+                                               output_tokens=row["output_tokens"], cached=True)
 
     def put(self, key: str, answer: Answer, model: str, prompt_version: str) -> None:
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, answer.text, model, prompt_version, answer.input_tokens, answer.output_tokens, time.time()),
-            )
-
-    def __len__(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.write(key, answer=answer.text, model=model, prompt_version=prompt_version,
+                   input_tokens=answer.input_tokens, output_tokens=answer.output_tokens)
 
 
-def endpoint_config(teacher: TeacherConfig, base_url: str | None = None, model: str | None = None,
-                    api_key_env: str | None = None, max_tokens: int | None = None,
-                    temperature: float | None = None, concurrency: int | None = None) -> TeacherConfig:
-    """The teacher's endpoint settings (URL, model, key variable, retries, timeout) with the given overrides."""
-    overrides = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "max_tokens": max_tokens,
-                 "temperature": temperature, "concurrency": concurrency}
+def endpoint_config(teacher: TeacherConfig, section: ZeroShotConfig | SimulateConfig) -> TeacherConfig:
+    """The teacher's endpoint settings (URL, model, key variable, retries, timeout) under the section's own."""
+    overrides = {"base_url": section.base_url, "model": section.model, "api_key_env": section.api_key_env,
+                 "max_tokens": section.max_tokens, "temperature": section.temperature,
+                 "concurrency": section.concurrency}
     return dataclasses.replace(teacher, kind="openai", **{k: v for k, v in overrides.items() if v is not None})
 
 
-class ChatEndpoint(LLMTeacher):
-    """The teacher's client, asked for free text: `ask` re-asks (with backoff) when `check` refuses an answer."""
+class ChatEndpoint(ChatClient):
+    """A chat client asked for free text: `ask` re-asks (with backoff) when `check` refuses an answer."""
 
     def __init__(self, config: TeacherConfig, cache: AnswerCache | None = None):
-        super().__init__(dataclasses.replace(config, prompt=DEFAULT_PROMPT))  # the rubric is never sent from here
+        super().__init__(config)
         self.answers = cache
-
-    def __repr__(self) -> str:
-        return f"ChatEndpoint(model={self.model!r}, base_url={self._scrub(str(self.base_url))!r})"
-
-    __str__ = __repr__
 
     def ask(self, messages: list[dict[str, str]], prompt_version: str,
             check: Callable[[str], object] = lambda text: None) -> Answer:
@@ -176,33 +146,13 @@ class ChatEndpoint(LLMTeacher):
         hit = self.answers.get(key) if self.answers is not None else None
         if hit is not None:
             return hit
-        tokens_in = tokens_out = requests = 0
-        error = "not attempted"
-        for attempt in range(self.config.max_retries + 1):
-            if attempt:
-                delay = self._backoff(attempt)
-                log.warning("chat retry %d/%d in %.2fs: %s", attempt, self.config.max_retries, delay, error)
-                time.sleep(delay)
-            requests += 1
-            try:
-                text, used_in, used_out = self._attempt(messages)
-                tokens_in, tokens_out = tokens_in + used_in, tokens_out + used_out
-                check(text)
-            except ValueError as exc:
-                error = f"refused answer: {exc}"
-                continue
-            except _Retryable as exc:
-                error = str(exc)
-                continue
-            except Exception as exc:  # noqa: BLE001 - one bad request must not abort a whole evaluation
-                error = self._scrub(f"{type(exc).__name__}: {exc}")
-                break
-            answer = Answer(text, None, tokens_in, tokens_out, requests)
-            if self.answers is not None:
-                self.answers.put(key, answer, self.model, prompt_version)
-            return answer
-        log.warning("chat request failed after %d request(s): %s", requests, error)
-        return Answer(None, error, tokens_in, tokens_out, requests)
+        reply = self.chat(messages, check=check)
+        if not reply.ok:
+            return Answer(None, reply.error, reply.input_tokens, reply.output_tokens, reply.requests)
+        answer = Answer(reply.text, None, reply.input_tokens, reply.output_tokens, reply.requests)
+        if self.answers is not None:
+            self.answers.put(key, answer, self.model, prompt_version)
+        return answer
 
 
 @dataclass

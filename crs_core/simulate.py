@@ -22,15 +22,15 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from crs_core.artifacts import RunDir, write_json
 from crs_core.config import Config
-from crs_core.errors import ConfigError, CRSError
+from crs_core.errors import CRSError
 from crs_core.evaluate import saved_models
 from crs_core.evaluation import VARIANTS, evaluate_rankings, rank_catalog
 from crs_core.llm_chat import (
@@ -44,12 +44,12 @@ from crs_core.llm_chat import (
     load_chat_prompt,
 )
 from crs_core.models import Recommender, load_model
-from crs_core.prepare import load_prepared
+from crs_core.prepare import PreparedData, load_prepared
 from crs_core.redaction import redacted_copy
 from crs_core.schema import RECOMMENDER, SEEKER, Catalog, Sample
 from crs_core.text import item_text
 from crs_core.titles import TitleGuard
-from crs_core.zero_shot import ZERO_SHOT_NAME, ZeroShotSettings, zero_shot_recommender
+from crs_core.zero_shot import ZERO_SHOT_NAME, ZeroShotRecommender, zero_shot_recommender
 
 SIMULATE_FILE = "simulate.json"
 SIMULATE_KS = (1, 10, 50)
@@ -58,27 +58,6 @@ SHOWN = 3  # titles the recommender names per turn
 NO_RECOMMENDATION = "I have no recommendation yet. What kind of movie are you looking for?"
 _SPEAKER_TAG = re.compile(r"^\s*(user|seeker|you|me)\s*:\s*", re.IGNORECASE)
 _OTHER_SPEAKER = re.compile(r"^\s*(system|recommender|assistant)\s*:", re.IGNORECASE | re.MULTILINE)
-
-
-@dataclass
-class SimulateSettings:
-    """The proposed `simulate:` config section; endpoint fields left None fall back to the teacher's."""
-
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str | None = None
-    prompt: str = "seeker_v1"  # a packaged prompt (crs_core/prompts/<name>.txt) or a path
-    turns: int = 3
-    dialogues: int = 50
-    concurrency: int = 4
-    max_tokens: int = 96
-    temperature: float = 0.0
-    leak_retries: int = 2
-
-    def validate(self) -> None:
-        if self.turns < 0 or self.dialogues < 1 or self.concurrency < 1 or self.max_tokens < 1 or self.leak_retries < 0:
-            raise ConfigError("simulate: turns >= 0, dialogues >= 1, concurrency >= 1, max_tokens >= 1 and "
-                              "leak_retries >= 0 are required")
 
 
 class Ranker(Protocol):
@@ -148,7 +127,8 @@ class Seeker:
         text = seeker_text(answers[-1].text)
         leaked = any(guard.leaks(text) for guard in guards)
         while any(guard.leaks(text) for guard in guards) and self.prompt.retry and len(answers) <= self.leak_retries:
-            messages = messages + [{"role": "assistant", "content": text}, {"role": "user", "content": self.prompt.retry}]
+            messages = [*messages, {"role": "assistant", "content": text},
+                        {"role": "user", "content": self.prompt.retry}]
             answers.append(self.endpoint.ask(messages, self.prompt.version, check=seeker_text))
             if answers[-1].text is None:
                 break
@@ -326,42 +306,70 @@ def format_seeker_summary(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run_simulate(config: Config, settings: SimulateSettings, models: Sequence[str],
-                 zero_shot: ZeroShotSettings | None = None) -> dict:
-    """Simulate `settings.dialogues` test dialogues against each named model; writes simulate.json."""
-    run = RunDir(config.run_dir())
-    data = load_prepared(run.root)
-    samples = choose_samples(data.samples["test"], settings.dialogues, config.seed)
-    if not samples:
-        raise CRSError("no test sample has a target that was not mentioned before: nothing to simulate")
-    known = saved_models(run)
-    unknown = [m for m in models if m != ZERO_SHOT_NAME and m not in known]
-    if unknown:
-        raise CRSError(f"no saved model {', '.join(unknown)} in {run.path('models')} (saved: {', '.join(known) or 'none'}"
-                       f"; or '{ZERO_SHOT_NAME}'); run `crs baselines` or `crs train` first")
-    prompt = load_chat_prompt(settings.prompt, SEEKER_PLACEHOLDERS, ends_with_user=False)
-    results: dict[str, dict] = {}
+class Simulation:
+    """The sampled test dialogues and the seeker of one run, to be played against any number of rankers.
+
+    Every ranker meets the same dialogues and the same seeker (whose answers are cached), so rows compare.
+    """
+
+    def __init__(self, config: Config, data: PreparedData, seeker: Seeker, cache: AnswerCache):
+        self.config, self.catalog, self.seeker, self.cache = config, data.catalog, seeker, cache
+        self.samples = choose_samples(data.samples["test"], config.simulate.dialogues, config.seed)
+        if not self.samples:
+            raise CRSError("no test sample has a target that was not mentioned before: nothing to simulate")
+
+    def play(self, ranker: Ranker) -> dict:
+        """`simulate` for `simulate.turns` seeker turns; the zero-shot recommender's mapping summary is added."""
+        result = simulate(ranker, self.seeker, self.samples, self.catalog, self.config.simulate.turns,
+                          top_n=self.config.evaluation.top_n, concurrency=self.config.simulate.concurrency)
+        if isinstance(ranker, ZeroShotRecommender):
+            result["recommender"] = ranker.summary()
+        return result
+
+    def zero_shot(self) -> AbstractContextManager[ZeroShotRecommender]:
+        """The zero-shot recommender of `config.zero_shot`, sharing this simulation's answer cache."""
+        return zero_shot_recommender(self.config, self.catalog, self.cache)
+
+    def report(self, results: dict[str, dict]) -> dict:
+        """What simulate.json holds: settings (secrets redacted), seeker, samples and each ranker's result."""
+        return {"settings": redacted_copy(dataclasses.asdict(self.config.simulate)),
+                "seeker_model": self.seeker.endpoint.model, "seeker_prompt_version": self.seeker.prompt.version,
+                "seed": self.config.seed, "samples": [s.sample_id for s in self.samples], "models": results}
+
+
+@contextmanager
+def open_simulation(config: Config, data: PreparedData, run: RunDir) -> Iterator[Simulation]:
+    """A Simulation on the endpoint of `config.simulate` (the teacher's where unset), its answers cached in the run
+    directory; the client and the cache are closed afterwards."""
+    prompt = load_chat_prompt(config.simulate.prompt, SEEKER_PLACEHOLDERS, ends_with_user=False)
     with ExitStack() as stack:
         cache = AnswerCache(run.path(ANSWER_CACHE_FILE))
         stack.callback(cache.close)
-        endpoint = ChatEndpoint(endpoint_config(config.teacher, settings.base_url, settings.model, settings.api_key_env,
-                                                settings.max_tokens, settings.temperature, settings.concurrency),
-                                cache=cache)
+        endpoint = ChatEndpoint(endpoint_config(config.teacher, config.simulate), cache=cache)
         stack.callback(endpoint.close)
-        seeker = Seeker(endpoint, prompt, data.catalog, settings.leak_retries)
+        yield Simulation(config, data, Seeker(endpoint, prompt, data.catalog, config.simulate.leak_retries), cache)
+
+
+def run_simulate(config: Config, models: Sequence[str]) -> dict:
+    """Simulate `simulate.dialogues` test dialogues against each named saved model (or `zero-shot`);
+    writes simulate.json and returns its content."""
+    run = RunDir(config.run_dir())
+    data = load_prepared(run.root)
+    known = saved_models(run)
+    unknown = [m for m in models if m != ZERO_SHOT_NAME and m not in known]
+    if unknown:
+        raise CRSError(f"no saved model {', '.join(unknown)} in {run.path('models')} (saved: "
+                       f"{', '.join(known) or 'none'}; or '{ZERO_SHOT_NAME}'); "
+                       "run `crs baselines` or `crs train` first")
+    results: dict[str, dict] = {}
+    with open_simulation(config, data, run) as simulation:
         for name in models:
             if name == ZERO_SHOT_NAME:
-                ranker = stack.enter_context(zero_shot_recommender(config, zero_shot or ZeroShotSettings(),
-                                                                   data.catalog, cache))
+                with simulation.zero_shot() as recommender:
+                    results[name] = simulation.play(recommender)
             else:
-                ranker = SavedModelRanker(name, load_model(run.path("models", name), data.catalog), data.catalog,
-                                          config.evaluation.top_n)
-            results[name] = simulate(ranker, seeker, samples, data.catalog, settings.turns,
-                                     top_n=config.evaluation.top_n, concurrency=settings.concurrency)
-            if name == ZERO_SHOT_NAME:
-                results[name]["recommender"] = ranker.summary()
-    report = {"settings": redacted_copy(dataclasses.asdict(settings)), "seeker_model": endpoint.model,
-              "seeker_prompt_version": prompt.version, "seed": config.seed,
-              "samples": [s.sample_id for s in samples], "models": results}
+                model = load_model(run.path("models", name), data.catalog)
+                results[name] = simulation.play(SavedModelRanker(name, model, data.catalog, config.evaluation.top_n))
+        report = simulation.report(results)
     write_json(run.path(SIMULATE_FILE), report)
     return report

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from crs_core.artifacts import RunDir, write_json
 from crs_core.config import Config
-from crs_core.errors import ConfigError
 from crs_core.evaluate import record_metrics
 from crs_core.evaluation import evaluate_rankings, write_predictions
 from crs_core.llm_chat import (
@@ -46,26 +45,6 @@ log = logging.getLogger(__name__)
 ZERO_SHOT_NAME = "zero-shot"
 PROMPT_PLACEHOLDERS = ("context", "count")
 UNMAPPED_SHOWN = 25
-
-
-@dataclass
-class ZeroShotSettings:
-    """The proposed `zero_shot:` config section; endpoint fields left None fall back to the teacher's."""
-
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str | None = None
-    prompt: str = "zero_shot_v1"  # a packaged prompt (crs_core/prompts/<name>.txt) or a path
-    titles: int = 20
-    concurrency: int = 4
-    max_tokens: int = 400  # 20 lines of "N. Title (Year)" need ~250 tokens
-    temperature: float = 0.0
-    fuzzy_cutoff: float = FUZZY_CUTOFF
-
-    def validate(self) -> None:
-        if self.titles < 1 or self.concurrency < 1 or self.max_tokens < 1 or not 0.0 < self.fuzzy_cutoff <= 1.0:
-            raise ConfigError("zero_shot: titles >= 1, concurrency >= 1, max_tokens >= 1 and fuzzy_cutoff in (0, 1] "
-                              "are required")
 
 
 @dataclass(frozen=True)
@@ -141,13 +120,11 @@ class ZeroShotRecommender:
 
 
 @contextmanager
-def zero_shot_recommender(config: Config, settings: ZeroShotSettings, catalog: Catalog,
-                          cache: AnswerCache | None) -> Iterator[ZeroShotRecommender]:
-    """A recommender on the endpoint of `settings` (the teacher's where unset); the client is closed after use."""
+def zero_shot_recommender(config: Config, catalog: Catalog, cache: AnswerCache | None) -> Iterator[ZeroShotRecommender]:
+    """A recommender as `config.zero_shot` says (the teacher's endpoint where unset); the client is closed after use."""
+    settings = config.zero_shot
     prompt = load_chat_prompt(settings.prompt, PROMPT_PLACEHOLDERS)
-    endpoint = ChatEndpoint(endpoint_config(config.teacher, settings.base_url, settings.model, settings.api_key_env,
-                                            settings.max_tokens, settings.temperature, settings.concurrency),
-                            cache=cache)
+    endpoint = ChatEndpoint(endpoint_config(config.teacher, settings), cache=cache)
     try:
         yield ZeroShotRecommender(endpoint, catalog, prompt, settings.titles, settings.concurrency,
                                   settings.fuzzy_cutoff)
@@ -172,7 +149,7 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def run_zero_shot(config: Config, settings: ZeroShotSettings, split: str = "test") -> tuple[dict, dict]:
+def run_zero_shot(config: Config, split: str = "test") -> tuple[dict, dict]:
     """Rank every `split` sample with targets, score it with the protocol, record it in metrics.json.
 
     Also writes the rankings as a predictions file (`crs evaluate --predictions` reads it back) and the
@@ -183,7 +160,7 @@ def run_zero_shot(config: Config, settings: ZeroShotSettings, split: str = "test
     samples = [s for s in data.samples[split] if s.targets]
     cache = AnswerCache(run.path(ANSWER_CACHE_FILE))
     try:
-        with zero_shot_recommender(config, settings, data.catalog, cache) as recommender:
+        with zero_shot_recommender(config, data.catalog, cache) as recommender:
             rankings = recommender.rank(samples)
             summary = recommender.summary()
     finally:

@@ -2,8 +2,15 @@
 prepare, augment (embed, retrieve, teach, score, synthesize), baselines, two-stage training of the backbone
 (`train.backbone`) with and without augmentation, and the test table under the FNSCRS protocol.
 
-Each stage reuses its outputs when inputs and settings are unchanged, so a rerun resumes where it stopped
-and a changed setting reruns only the stages downstream of it. Per-stage wall times go to timings.json.
+Two LLM stages are off by default (the offline demo has no LLM server) and need an endpoint
+(`<section>.base_url` or `teacher.base_url`; the config is refused without one):
+  zero_shot.enabled: true  evaluates the zero-shot LLM recommender on test: a `zero-shot` row in the table
+  simulate.enabled: true   plays the LLM user simulator against the trained models (and zero-shot when
+                           enabled) and prints cumulative recall per seeker turn (simulate.json)
+
+Each stage reuses its outputs when inputs and settings are unchanged (the LLM stages reuse cached answers),
+so a rerun resumes where it stopped and a changed setting reruns only the stages downstream of it.
+Per-stage wall times go to timings.json.
 """
 
 from __future__ import annotations
@@ -16,21 +23,27 @@ from crs_core.baselines import run_baselines
 from crs_core.evaluate import run_evaluate
 from crs_core.evaluation import format_table
 from crs_core.prepare import format_summary, prepare
+from crs_core.simulate import run_simulate
+from crs_core.zero_shot import ZERO_SHOT_NAME, run_zero_shot
+from crs_core.zero_shot import format_summary as format_zero_shot
 from rayjobs.augment import run_augment
 from rayjobs.common import add_common_arguments, init_ray, run_entry
 from rayjobs.report import format_train
+from rayjobs.simulate import print_simulation
 
 TIMINGS_FILE = "timings.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crs run", description=__doc__)
+    parser = argparse.ArgumentParser(prog="crs run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
     return parser
 
 
 def run_pipeline(config, force: bool = False) -> dict:
-    """Every stage; returns {"timings": {stage: seconds}, "results": {model: result}, "train": summary}."""
+    """Every stage; returns {"timings": {stage: seconds}, "results": {model: result}, "train": summary,
+    "simulate": the simulate.json report or None}."""
     from crs_core.two_stage import model_names, run_two_stage
 
     timings: dict[str, float] = {}
@@ -52,8 +65,19 @@ def run_pipeline(config, force: bool = False) -> dict:
     start = time.perf_counter()
     results = run_evaluate(config, models=[*model_names(config), *baselines], split="test")
     timings["evaluate"] = round(time.perf_counter() - start, 1)
+    if config.zero_shot.enabled:
+        start = time.perf_counter()
+        results[ZERO_SHOT_NAME], summary = run_zero_shot(config, split="test")
+        timings["zero_shot"] = round(time.perf_counter() - start, 1)
+        print(f"\n== zero_shot [{timings['zero_shot']}s]\n{format_zero_shot(summary)}")
+    simulation = None
+    if config.simulate.enabled:
+        start = time.perf_counter()
+        zero_shot = [ZERO_SHOT_NAME] if config.zero_shot.enabled else []
+        simulation = run_simulate(config, [*model_names(config), *zero_shot])
+        timings["simulate"] = round(time.perf_counter() - start, 1)
     write_json(run.path(TIMINGS_FILE), timings)
-    return {"timings": timings, "results": results, "train": train}
+    return {"timings": timings, "results": results, "train": train, "simulate": simulation}
 
 
 def body(config, args) -> None:
@@ -65,6 +89,11 @@ def body(config, args) -> None:
     print(f"  {plain}: no augmentation (original labels only); {augmented}: stage 1 on the synthetic labels, "
           f"then stage 2 with alpha={config.train.alpha:g} * KL to stage 1")
     print(format_table(list(outcome["results"].items())))
+    if ZERO_SHOT_NAME in outcome["results"]:
+        print(f"  {ZERO_SHOT_NAME}: the LLM {config.zero_shot.model or config.teacher.model} names movies for the "
+              "dialogue (no training); a small local model measures the harness, not the method")
+    if outcome["simulate"] is not None:
+        print_simulation(config, outcome["simulate"])
     timings = outcome["timings"]
     print("\nwall time per stage (s): " + ", ".join(f"{k} {v:g}" for k, v in timings.items())
           + f"; total {sum(timings.values()):.0f}")

@@ -8,15 +8,16 @@ def _pct(value) -> str:
 
 
 def format_embed(s: dict) -> list[str]:
-    return [f"encoder {s['encoder']} (dim {s['dim']}): {s['rows']} texts in {s['seconds']}s "
-            f"({s['rows_per_s']} rows/s, {s['actors']} actor(s))"]
+    return [(f"encoder {s['encoder']} (dim {s['dim']}): {s['rows']} texts in {s['seconds']}s "
+             f"({s['rows_per_s']} rows/s, {s['actors']} actor(s))")]
 
 
 def format_retrieve(s: dict) -> list[str]:
     lines = [f"candidate recall@{s['top_k']} (gold targets among the semantic top-{s['top_k']}; no collaborative data)",
              f"  {'split':<6} {'all targets':>16} {'not mentioned before':>22}"]
     for split, r in s["splits"].items():
-        lines.append(f"  {split:<6} {_pct(r['recall']):>8} (n={r['n']:<5}) {_pct(r['recall_new']):>10} (n={r['n_new']})")
+        lines.append(f"  {split:<6} {_pct(r['recall']):>8} (n={r['n']:<5}) "
+                     f"{_pct(r['recall_new']):>10} (n={r['n_new']})")
     return lines
 
 
@@ -25,10 +26,10 @@ def format_teach(s: dict) -> list[str]:
     mean = "-" if s["mean_score"] is None else f"{s['mean_score']:.2f}"
     return [
         f"teacher {s['teacher']} / model {s['model']} / prompt {s['prompt_version']}",
-        f"  {s['pairs']} pairs over {s['contexts']} contexts: {s['ok']} ok, {s['failed']} failed "
-        f"({_pct(s['failure_share'])}), {s['cached']} from cache, {s['requests']} requests",
-        f"  tokens in/out {s['input_tokens']}/{s['output_tokens']}, cost ${s['cost_usd']:.4f}; "
-        f"scores {histogram} (mean {mean})",
+        (f"  {s['pairs']} pairs over {s['contexts']} contexts: {s['ok']} ok, {s['failed']} failed "
+         f"({_pct(s['failure_share'])}), {s['cached']} from cache, {s['requests']} requests"),
+        (f"  tokens in/out {s['input_tokens']}/{s['output_tokens']}, cost ${s['cost_usd']:.4f}; "
+         f"scores {histogram} (mean {mean})"),
     ]
 
 

@@ -7,7 +7,9 @@
 zero-shot LLM recommender. Each model is simulated on the same sampled test dialogues; the table shows
 cumulative Recall@k after 0..turns seeker turns (turn 0 = the real context). Writes simulate.json.
 --zero-shot ranks the whole test split with the zero-shot recommender under the FNSCRS protocol and records
-it in metrics.json. The endpoint is the teacher's (teacher.base_url/model/api_key_env) unless given here.
+it in metrics.json. Settings come from the config's `simulate:` and `zero_shot:` sections (so
+`--set simulate.turns=5` works too); the flags below override them. Endpoint fields (base_url, model,
+api_key_env) left unset in both are the teacher section's.
 
 The numbers depend on the seeker LLM. With a small local model as the user (SmolLM2-135M offline) they
 measure the harness, not the recommenders; use a strong chat model for results.
@@ -16,19 +18,21 @@ measure the harness, not the recommenders; use a strong chat model for results.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from crs_core.artifacts import RunDir
+from crs_core.config import Config, SimulateConfig, ZeroShotConfig
+from crs_core.errors import ConfigError
 from crs_core.evaluate import saved_models
 from crs_core.evaluation import format_table
 from crs_core.prepare import prepare
 from crs_core.simulate import (
     SIMULATE_FILE,
-    SimulateSettings,
     format_seeker_summary,
     format_turn_table,
     run_simulate,
 )
-from crs_core.zero_shot import ZERO_SHOT_NAME, ZeroShotSettings, format_summary, run_zero_shot
+from crs_core.zero_shot import ZERO_SHOT_NAME, format_summary, run_zero_shot
 from rayjobs.common import add_common_arguments, run_entry
 
 
@@ -46,16 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint.add_argument("--api-key-env", help="environment variable holding the API key")
     endpoint.add_argument("--concurrency", type=int, help="requests in flight")
     endpoint.add_argument("--temperature", type=float)
-    sim = parser.add_argument_group("simulation")
-    sim.add_argument("--turns", type=int, help=f"seeker turns per dialogue (default {SimulateSettings.turns})")
-    sim.add_argument("--dialogues", type=int, help=f"test dialogues sampled (default {SimulateSettings.dialogues})")
-    sim.add_argument("--max-tokens", type=int, help=f"seeker answer tokens (default {SimulateSettings.max_tokens})")
+    sim = parser.add_argument_group("simulation (each flag overrides the simulate.<name> setting)")
+    sim.add_argument("--turns", type=int, help=f"seeker turns per dialogue (default {SimulateConfig.turns})")
+    sim.add_argument("--dialogues", type=int, help=f"test dialogues sampled (default {SimulateConfig.dialogues})")
+    sim.add_argument("--max-tokens", type=int, help=f"seeker answer tokens (default {SimulateConfig.max_tokens})")
     sim.add_argument("--leak-retries", type=int, help="regenerations of a seeker turn that named the target")
-    sim.add_argument("--seeker-prompt", help="packaged prompt name or prompt file (default seeker_v1)")
-    zero = parser.add_argument_group("zero-shot recommender")
-    zero.add_argument("--titles", type=int, help=f"titles asked for (default {ZeroShotSettings.titles})")
-    zero.add_argument("--zero-shot-max-tokens", type=int, help=f"default {ZeroShotSettings.max_tokens}")
-    zero.add_argument("--zero-shot-prompt", help="packaged prompt name or prompt file (default zero_shot_v1)")
+    sim.add_argument("--seeker-prompt", help="simulate.prompt: packaged prompt name or prompt file (default seeker_v1)")
+    zero = parser.add_argument_group("zero-shot recommender (each flag overrides a zero_shot.<name> setting)")
+    zero.add_argument("--titles", type=int, help=f"titles asked for (default {ZeroShotConfig.titles})")
+    zero.add_argument("--zero-shot-max-tokens", type=int,
+                      help=f"zero_shot.max_tokens (default {ZeroShotConfig.max_tokens})")
+    zero.add_argument("--zero-shot-prompt",
+                      help="zero_shot.prompt: packaged prompt name or prompt file (default zero_shot_v1)")
     return parser
 
 
@@ -63,38 +69,47 @@ def _given(**values) -> dict:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def settings_from(args: argparse.Namespace) -> tuple[SimulateSettings, ZeroShotSettings]:
-    """The flags over the defaults; endpoint fields left unset are filled from the teacher section later."""
+def with_flags(config: Config, args: argparse.Namespace) -> Config:
+    """The config with the flags given laid over its `simulate:` and `zero_shot:` sections, checked again.
+
+    Endpoint fields left unset in both are the teacher section's (crs_core.llm_chat.endpoint_config)."""
     shared = _given(base_url=args.base_url, model=args.llm_model, api_key_env=args.api_key_env,
                     concurrency=args.concurrency, temperature=args.temperature)
-    simulate = SimulateSettings(**shared, **_given(turns=args.turns, dialogues=args.dialogues,
-                                                   max_tokens=args.max_tokens, leak_retries=args.leak_retries,
-                                                   prompt=args.seeker_prompt))
-    zero_shot = ZeroShotSettings(**shared, **_given(titles=args.titles, max_tokens=args.zero_shot_max_tokens,
-                                                    prompt=args.zero_shot_prompt))
-    simulate.validate()
-    zero_shot.validate()
-    return simulate, zero_shot
+    simulate = dataclasses.replace(config.simulate, **shared, **_given(
+        turns=args.turns, dialogues=args.dialogues, max_tokens=args.max_tokens, leak_retries=args.leak_retries,
+        prompt=args.seeker_prompt))
+    zero_shot = dataclasses.replace(config.zero_shot, **shared, **_given(
+        titles=args.titles, max_tokens=args.zero_shot_max_tokens, prompt=args.zero_shot_prompt))
+    config = dataclasses.replace(config, simulate=simulate, zero_shot=zero_shot)
+    try:
+        config.validate()
+    except ConfigError as exc:  # the config files passed: a flag brought the value in
+        raise ConfigError(f"command line: {exc}") from exc
+    return config
 
 
-def body(config, args) -> None:
-    simulate, zero_shot = settings_from(args)
+def body(config: Config, args: argparse.Namespace) -> None:
+    config = with_flags(config, args)
     prepare(config)
     if args.zero_shot:
-        result, summary = run_zero_shot(config, zero_shot, split=args.split)
+        result, summary = run_zero_shot(config, split=args.split)
         print(f"{config.dataset} {args.split} (FNSCRS protocol; metrics in %)")
         print(format_table([(ZERO_SHOT_NAME, result)]))
         print(format_summary(summary))
         print(f"written: {config.run_dir() / 'metrics.json'}")
     if args.models or not args.zero_shot:
         models = args.models.split(",") if args.models else saved_models(RunDir(config.run_dir()))
-        report = run_simulate(config, simulate, models, zero_shot)
-        print(f"\n{config.dataset} test, {len(report['samples'])} simulated dialogues, seeker {report['seeker_model']} "
-              f"(prompt {report['seeker_prompt_version']}); cumulative recall in % after N seeker turns")
-        print("(a small local seeker such as SmolLM2-135M measures the harness, not the recommenders)")
-        print(format_turn_table(report["models"]))
-        print(format_seeker_summary(report["models"]))
-        print(f"written: {config.run_dir() / SIMULATE_FILE}")
+        print_simulation(config, run_simulate(config, models))
+
+
+def print_simulation(config: Config, report: dict) -> None:
+    """The per-turn table and the seeker's summary of a simulate.json report (also printed by `crs run`)."""
+    print(f"\n{config.dataset} test, {len(report['samples'])} simulated dialogues, seeker {report['seeker_model']} "
+          f"(prompt {report['seeker_prompt_version']}); cumulative recall in % after N seeker turns")
+    print("(a small local seeker such as SmolLM2-135M measures the harness, not the recommenders)")
+    print(format_turn_table(report["models"]))
+    print(format_seeker_summary(report["models"]))
+    print(f"written: {config.run_dir() / SIMULATE_FILE}")
 
 
 def main(argv: list[str] | None = None) -> int:

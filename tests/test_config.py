@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import yaml
 
-from crs_core.config import Config, load_config, parse_override, save_config
+from crs_core.config import Config, SimulateConfig, ZeroShotConfig, load_config, parse_override, save_config
 from crs_core.errors import ConfigError
+from crs_core.titles import FUZZY_CUTOFF
+from rayjobs.common import load_layers, resolve_config
+from rayjobs.pipeline import build_parser
 
 
 def test_layering_defaults_then_base_then_files_then_overrides(tmp_path):
@@ -79,3 +84,69 @@ def test_data_dir_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("CRS_DATA_DIR")
     with pytest.raises(ConfigError, match="CRS_DATA_DIR"):
         load_config().resolved_data_dir()
+
+
+# ------------------------------------------------------------------- the LLM sections: zero_shot, simulate
+def test_llm_sections_default_off_with_the_teachers_endpoint():
+    config = load_config()
+    assert config.zero_shot == ZeroShotConfig() and config.simulate == SimulateConfig()
+    assert not config.zero_shot.enabled and not config.simulate.enabled
+    assert (config.zero_shot.base_url, config.zero_shot.model, config.zero_shot.api_key_env) == (None, None, None)
+    assert (config.zero_shot.prompt, config.zero_shot.titles, config.simulate.prompt, config.simulate.turns) == (
+        "zero_shot_v1", 20, "seeker_v1", 3)
+    assert config.zero_shot.fuzzy_cutoff == FUZZY_CUTOFF
+
+
+def test_llm_sections_from_yaml_and_set(tmp_path):
+    path = tmp_path / "llm.yaml"
+    path.write_text("zero_shot:\n  enabled: true\n  base_url: http://127.0.0.1:8000/v1\n  titles: 10\n"
+                    "simulate:\n  turns: 2\n  temperature: 1\n")
+    config = load_config([path], ["simulate.turns=5", "zero_shot.model=qwen"])
+    assert (config.zero_shot.enabled, config.zero_shot.titles, config.zero_shot.model) == (True, 10, "qwen")
+    assert config.simulate.turns == 5 and config.simulate.temperature == 1.0
+    teacher_endpoint = load_config(overrides=["simulate.enabled=true", "teacher.base_url=http://127.0.0.1:9/v1"])
+    assert teacher_endpoint.simulate.enabled and teacher_endpoint.simulate.base_url is None
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("zero_shot.titles=0", "zero_shot.titles: 0 must be >= 1"),
+        ("zero_shot.fuzzy_cutoff=1.5", "zero_shot.fuzzy_cutoff: 1.5 must be in (0, 1]"),
+        ("zero_shot.temperature=-1", "zero_shot.temperature: -1.0 must be >= 0"),
+        ("zero_shot.enabled=maybe", "zero_shot.enabled: expected bool"),
+        ("zero_shot.modle=x", "unknown key 'zero_shot.modle'"),
+        ("simulate.turns=-1", "simulate.turns: -1 must be >= 0"),
+        ("simulate.dialogues=0", "simulate.dialogues: 0 must be >= 1"),
+        ("simulate.concurrency=0", "simulate.concurrency: 0 must be >= 1"),
+        ("simulate.leak_retries=-2", "simulate.leak_retries: -2 must be >= 0"),
+        ("simulate.turns=three", "simulate.turns: expected int"),
+        ("zero_shot.enabled=true", "zero_shot.enabled: true needs an LLM endpoint: set zero_shot.base_url"),
+        ("simulate.enabled=true", "simulate.enabled: true needs an LLM endpoint: set simulate.base_url"),
+    ],
+)
+def test_bad_llm_settings_are_refused_with_the_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert message in str(info.value)
+
+
+def test_enabled_without_endpoint_names_the_file_that_switched_it_on(tmp_path):
+    path = tmp_path / "on.yaml"
+    path.write_text("simulate:\n  enabled: true\n")
+    with pytest.raises(ConfigError) as info:
+        load_layers([path], [], {})
+    assert str(info.value).startswith(f"{path}: simulate.enabled")
+
+
+def test_saved_run_config_has_the_llm_sections_without_secrets(tmp_path):
+    secret = "sk-test-SECRETVALUE-0123456789abcdef"
+    args = build_parser().parse_args(["--runs-dir", str(tmp_path), "--set", "zero_shot.enabled=true", "--set",
+                                      f"zero_shot.base_url=https://user:{secret}@llm.example.invalid/v1",
+                                      "--set", "simulate.turns=4"])
+    config = resolve_config(args)
+    text = (config.run_dir() / "config.yaml").read_text()
+    saved = yaml.safe_load(text)
+    assert "SECRETVALUE" not in text and saved["zero_shot"]["base_url"] == "https://***@llm.example.invalid/v1"
+    assert saved["zero_shot"]["enabled"] is True and saved["simulate"]["turns"] == 4
+    assert set(saved["simulate"]) == {f.name for f in dataclasses.fields(SimulateConfig)}

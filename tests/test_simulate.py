@@ -1,6 +1,7 @@
-"""The zero-shot LLM recommender and the iEvaLM-style user simulator: title parsing and matching, the leak
-guard, the turn loop with hand-computed cumulative recall, the `crs simulate` entry, and both end to end
-against a REAL local server (`transformers serve` + SmolLM2-135M on 127.0.0.1).
+"""The zero-shot LLM recommender and the iEvaLM-style user simulator: the seeker and its leak handling, the
+turn loop with hand-computed cumulative recall, the `crs simulate` entry and its flags over the config, and
+both end to end against a REAL local server (`transformers serve` + SmolLM2-135M on 127.0.0.1). Title
+parsing, matching and the leak guard itself are in test_titles.py.
 
 SmolLM2-135M can neither recommend nor role-play a user: the real-server tests check the harness
 (requests, parsing, caching, the protocol), never the quality of what the model says.
@@ -13,6 +14,7 @@ from typing import ClassVar
 
 import pytest
 from llm_server import LocalLLMServer, ScriptedServer
+from movie_catalog import CATALOG, FILLERS
 from tiny_data import make_inspired
 
 from crs_core.config import TeacherConfig
@@ -26,7 +28,7 @@ from crs_core.llm_chat import (
 )
 from crs_core.models import Popularity
 from crs_core.prepare import load_prepared
-from crs_core.schema import RECOMMENDER, SEEKER, Catalog, Item, Sample
+from crs_core.schema import RECOMMENDER, SEEKER, Sample
 from crs_core.simulate import (
     SEEKER_PLACEHOLDERS,
     SavedModelRanker,
@@ -37,30 +39,11 @@ from crs_core.simulate import (
     seeker_view,
     simulate,
 )
-from crs_core.titles import (
-    TitleGuard,
-    TitleMatcher,
-    normalize_title,
-    parse_title_list,
-    rank_from_matches,
-    split_year,
-)
+from crs_core.titles import TitleGuard
 from crs_core.zero_shot import PROMPT_PLACEHOLDERS, ZeroShotRecommender
 from rayjobs.cli import main as crs
-from rayjobs.simulate import (
-    main as crs_simulate,  # `crs simulate` once rayjobs/cli.py registers it
-)
+from rayjobs.simulate import main as crs_simulate
 
-
-def movie(item_id: int, title: str, genre: str = "drama") -> Item:
-    return Item(item_id, title, f"{title} Genres: {genre}. Plot: a story.", (genre,))
-
-
-TITLES = ["The Conjuring (2013)", "Insidious (2010)", "Heat (1995)", "It (2017)", "It (1990)",
-          "Spider-Man: Far from Home (2019)", "Amélie (2001)", "The Hunger Games (2012)", "Fast & Furious (2009)",
-          "The King's Man (2020)", "The Matrix (1999)"]  # SmolLM2 likes to name The Matrix
-FILLERS = [movie(100 + i, f"Filler Picture Number {i} (2000)") for i in range(60)]
-CATALOG = Catalog([movie(i + 1, title) for i, title in enumerate(TITLES)] + FILLERS)
 S1 = Sample("d1#2", "d1", 2, ("Hi! What do you like?", "I love scary movies like The Conjuring."),
             (RECOMMENDER, SEEKER), context_items=(1,), targets=(2, 1))  # Insidious; The Conjuring was mentioned
 S2 = Sample("d2#2", "d2", 2, ("Hello, what are you in the mood for?", "Something exciting, a big heist."),
@@ -73,104 +56,7 @@ def endpoint_settings(base_url: str, model: str = "scripted", **overrides) -> Te
                          concurrency=2, timeout_s=120, backoff_s=0.01, **overrides)
 
 
-# ------------------------------------------------------------------------------------- title parsing
-def test_parse_title_list_takes_list_entries_and_drops_the_rest():
-    answer = """Sure! Here are my recommendations:
-1. The Conjuring (2013) - a classic haunted-house film
-2) **Insidious** (2010)
-3. "Heat" (1995): Michael Mann's best
-- 'It' (2017)
-4. the conjuring (2013)
-5. Amélie
-6. Movie: <b>Heat</b>
-7. <title>Saw</title> <year>2004</year>
-User: what about comedies?
-I hope you enjoy them!"""
-    assert parse_title_list(answer) == ["The Conjuring (2013)", "Insidious (2010)", "Heat (1995)", "It (2017)",
-                                        "Amélie", "Heat", "Saw (2004)"]
-    assert parse_title_list(answer, limit=2) == ["The Conjuring (2013)", "Insidious (2010)"]
-
-
-def test_parse_title_list_without_markers_is_strict_about_prose():
-    answer = "Heat (1995)\nInsidious\nThese are great movies for a scary night in.\nWhat about Bob?\nMore:"
-    assert parse_title_list(answer) == ["Heat (1995)", "Insidious"]
-    for nothing in ("", "System: Hi!\nUser: I like horror.", "I cannot recommend movies."):
-        with pytest.raises(ValueError, match="no movie titles"):
-            parse_title_list(nothing)
-
-
-@pytest.mark.parametrize("title, expected", [
-    ("The Conjuring (2013)", ("conjuring", 2013)),
-    ("Conjuring, The (2013)", ("conjuring", 2013)),
-    ("Spider-Man: Far from Home [2019]", ("spider man far from home", 2019)),
-    ("The King's Man", ("kings man", None)),
-    ("Fast & Furious (2009 film)", ("fast and furious", 2009)),
-    ("Amélie (2001)", ("amelie", 2001)),
-    ("Blade Runner 2049", ("blade runner 2049", None)),  # a bare number is part of the title, not a year
-    ("The", ("the", None)),
-])
-def test_normalize_title_and_year(title, expected):
-    assert (normalize_title(title), split_year(title)[1]) == expected
-
-
-@pytest.mark.parametrize("title, item_id, how", [
-    ("The Conjuring (2013)", 1, "exact"),
-    ("conjuring", 1, "title"),
-    ("CONJURING, THE (2013)", 1, "exact"),
-    ("The Conjuring (2016)", 1, "title"),  # wrong year: the title still decides
-    ("It (1990)", 5, "exact"),
-    ("It", 4, "title"),  # two catalog items share the title: the first in catalog order
-    ("Amelie", 7, "title"),
-    ("Fast and Furious (2009)", 9, "exact"),
-    ("Kings Man (2020)", 10, "exact"),
-    ("Spiderman: Far From Home (2019)", 6, "fuzzy"),
-    ("The Conjuing (2013)", 1, "fuzzy"),  # a near-miss typo
-    ("Hunger Game", 8, "fuzzy"),
-    ("Completely Unknown Film (1999)", None, "unmapped"),
-    ("Insidious 2 (2013)", None, "unmapped"),  # a sequel is another movie, however similar the title
-    ("Insidious II", None, "unmapped"),
-    ("Up (2009)", None, "unmapped"),  # short titles are not forced onto "It"
-])
-def test_title_matcher(title, item_id, how):
-    match = TitleMatcher(CATALOG).match(title)
-    assert (match.item_id, match.how) == (item_id, how)
-
-
-def test_ranking_keeps_answer_order_once_per_item_and_skips_unmapped():
-    matches = TitleMatcher(CATALOG).match_all(["Heat", "Nope Movie", "The Conjuring", "conjuring (2013)", "It"])
-    assert rank_from_matches(matches) == [3, 1, 4]
-
-
-# --------------------------------------------------------------------------------------- leak guard
-@pytest.mark.parametrize("title, text, masked", [
-    ("The Conjuring (2013)", "Something like the Conjuring, please.", "Something like [that movie], please."),
-    ("The Conjuring (2013)", "i want conjuring (2013)!", "i want [that movie]!"),
-    ("Spider-Man: Far from Home (2019)", "Maybe spiderman far-from-home?", "Maybe [that movie]?"),
-    ("The King's Man (2020)", "THE KINGS MAN was fun", "[that movie] was fun"),
-    ("Amélie (2001)", "I adore Amelie and Paris.", "I adore [that movie] and Paris."),
-    ("It (2017)", "I loved It so much", "I loved [that movie] so much"),
-    ("It (2017)", 'Something like "it" maybe', "Something like [that movie] maybe"),
-    ("It (2017)", "like it (2017), ok", "like [that movie], ok"),
-])
-def test_title_guard_finds_and_masks_the_title(title, text, masked):
-    guard = TitleGuard(title)
-    assert guard.leaks(text) and guard.mask(text) == masked and not guard.leaks(masked)
-
-
-@pytest.mark.parametrize("title, text", [
-    ("It (2017)", "It is a scary clown movie and I want it."),  # the pronoun, not the title
-    ("Up (2009)", "Cheer me up, please. Up for anything!"),
-    ("Heat (1995)", "A heist film with a long shootout."),
-    ("Insidious (2010)", "Insidiously slow horror."),
-])
-def test_title_guard_leaves_other_text_alone(title, text):
-    assert not TitleGuard(title).leaks(text) and TitleGuard(title).mask(text) == text
-
-
-def test_title_guard_errs_toward_masking_for_longer_one_word_titles():
-    assert TitleGuard("The Conjuring (2013)").mask("conjuring tricks") == "[that movie] tricks"
-
-
+# --------------------------------------------------------------------------------- the seeker
 def test_the_seeker_sees_the_dialogue_with_roles_swapped():
     grown = Sample("x", "x", 3, ("I want horror.", "Hi!", "What kind?", "Ghosts.", "I recommend Heat (1995)."),
                    (SEEKER, RECOMMENDER, RECOMMENDER, SEEKER, RECOMMENDER), ())
@@ -248,7 +134,8 @@ def test_turn_loop_counts_cumulative_recall_and_stops_at_a_top1_hit():
     assert [row["ranked"] for row in result["per_turn"]] == [2, 2, 1]
     # the recommender saw its own top 3 and the seeker's reply, appended with speaker roles
     d1_turn1 = next(s for s in ranker.seen if s.sample_id == "d1#2" and len(s.context) == 4)
-    said = "I recommend Filler Picture Number 0 (2000), Filler Picture Number 1 (2000) and Filler Picture Number 2 (2000)."
+    said = ("I recommend Filler Picture Number 0 (2000), Filler Picture Number 1 (2000) and "
+            "Filler Picture Number 2 (2000).")
     assert d1_turn1.context[2:] == (said, "Scarier, with a possessed child.")
     assert d1_turn1.context_roles[2:] == (RECOMMENDER, SEEKER)
     table = format_turn_table({"scripted": result})
@@ -324,8 +211,9 @@ def test_crs_simulate_entry_zero_shot_row_and_simulate_json(tmp_path, capsys):
     common = ["--dataset", "inspired", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs")]
     assert crs(["baselines", *common]) == 0
     run_dir = tmp_path / "runs" / "inspired" / "default"
-    with ScriptedServer(["1. Heat (1995)\n2. Alien (1979)\n3. Up"]) as server:
-        code = crs_simulate([*common, "--zero-shot", "--base-url", server.base_url, "--llm-model", "m"])
+    with ScriptedServer(["1. Heat (1995)\n2. Alien (1979)\n3. Up"]) as server:  # the endpoint from the config
+        code = crs_simulate([*common, "--zero-shot", "--set", f"zero_shot.base_url={server.base_url}",
+                             "--set", "zero_shot.model=m"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "zero-shot  removed" in out and "mapped to the catalog 6 = 100.0%" in out
@@ -336,17 +224,22 @@ def test_crs_simulate_entry_zero_shot_row_and_simulate_json(tmp_path, capsys):
     reread = read_predictions(run_dir / "zero_shot" / "test_predictions.jsonl", test, prepared.catalog)
     assert evaluate_rankings(reread, test) == {k: v for k, v in metrics["zero-shot"].items() if k != "source"}
 
-    with ScriptedServer(["Something tense with a shootout."]) as server:
-        code = crs_simulate([*common, "--models", "popularity,ease", "--turns", "2", "--dialogues", "5",
-                    "--base-url", server.base_url, "--llm-model", "m"])
+    with ScriptedServer(["Something tense with a shootout."]) as server:  # flags over the simulate: section
+        code = crs_simulate([*common, "--models", "popularity,ease", "--set", "simulate.turns=4", "--set",
+                             "simulate.dialogues=5", "--turns", "2", "--base-url", server.base_url, "--llm-model", "m"])
     out, err = capsys.readouterr()
     assert code == 0, err
     report = json.loads((run_dir / "simulate.json").read_text())
+    assert report["settings"] | {"base_url": None} == {
+        "enabled": False, "base_url": None, "model": "m", "api_key_env": None, "concurrency": 4, "temperature": 0.0,
+        "prompt": "seeker_v1", "turns": 2, "dialogues": 5, "max_tokens": 96, "leak_retries": 2}
     assert set(report["models"]) == {"popularity", "ease"} and len(report["samples"]) == 1
     assert [row["turn"] for row in report["models"]["ease"]["per_turn"]] == [0, 1, 2]
     assert "measures the harness" in out and "popularity  removed" in out
     code = crs_simulate([*common, "--models", "minilm", "--base-url", server.base_url])
     assert code == 2 and "no saved model minilm" in capsys.readouterr().err
+    code = crs_simulate([*common, "--turns", "-1", "--base-url", server.base_url])
+    assert code == 2 and "command line: simulate.turns: -1 must be >= 0" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------- against a real server
