@@ -20,6 +20,7 @@ from crs_core.artifacts import RunDir, fingerprint, read_table, write_table
 from crs_core.config import ActorPoolConfig, Config, EncoderConfig
 from crs_core.encoders import DOCUMENT, KINDS, QUERY, Encoder, build_encoder
 from crs_core.errors import DataError
+from crs_core.memory import release_free_memory
 from crs_core.prepare import SPLITS, PreparedData, load_prepared
 from crs_core.schema import EMBEDDINGS_SCHEMA
 from crs_core.text import render_context
@@ -58,6 +59,7 @@ class EmbedBatch:
             rows = np.flatnonzero(kinds == kind)
             if len(rows):
                 out[rows] = self.encoder.encode([str(t) for t in texts[rows]], kind)
+        release_free_memory()
         return {**batch, "embedding": out}
 
 

@@ -25,6 +25,7 @@ from crs_core import __version__
 from crs_core.artifacts import RunDir, fingerprint, read_table, write_table
 from crs_core.config import ActorPoolConfig, Config
 from crs_core.errors import ConfigError, DataError
+from crs_core.memory import release_free_memory
 from crs_core.schema import (
     CANDIDATES_SCHEMA,
     ITEMS_SCHEMA,
@@ -112,7 +113,9 @@ class ScoreCandidates:
         self.pairs_per_forward = pairs_per_forward
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return score_rows(self.scorer, batch.to_pylist(), self.item_texts, self.pairs_per_forward)
+        scores = score_rows(self.scorer, batch.to_pylist(), self.item_texts, self.pairs_per_forward)
+        release_free_memory()
+        return scores
 
 
 def check_pool(pool: ActorPoolConfig, cluster_cpus: float) -> None:
