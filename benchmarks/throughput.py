@@ -8,7 +8,8 @@
 - scoring:   each student on a context's 50 candidates in one call vs one full prompt per pair: the MiniLM
              cross-encoder (offline default) and the LLM student with LoRA (SmolLM2-135M offline), which
              computes the context's prefix once                                        [batched >= 3x]
-- training:  samples/s of one epoch with 1 vs 2 Ray Train workers at 1 thread each, DDP; and DeepSpeed ZeRO-2
+- training:  samples/s of one epoch with 1 vs 2 Ray Train workers at 1 thread each, DDP, per worker batch size,
+             beside bare torch DDP on the same step (the machine's ceiling); and DeepSpeed ZeRO-2
              vs DDP with 2 workers when DeepSpeed is installed (`pip install -e '.[deepspeed]'`)
                                                                                         [2 workers >= 1.6x]
 - end to end: wall time per stage of `crs run` from the run directory's timings.json
@@ -157,7 +158,54 @@ def bench_scoring(run_dir: Path, contexts: int, candidates: int) -> dict:
     return result
 
 
-def bench_training(run_dir: Path, contexts: int, batch_size: int) -> dict:
+def _plain_ddp_worker(rank: int, world: int, port: int, batch: int, steps: int, out) -> None:
+    import torch
+    import torch.distributed as dist
+    from transformers import AutoModel
+
+    from crs_core.student.cross_encoder import default_model_path
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    model = AutoModel.from_pretrained(str(default_model_path()), add_pooling_layer=False)
+    model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.AdamW(model.parameters(), 5e-5)
+    tokens = torch.randint(1000, 20000, (batch, 64))
+
+    def step() -> None:
+        model(input_ids=tokens).last_hidden_state.mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step()
+    dist.barrier()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dist.barrier()
+    if rank == 0:
+        out.put(batch * steps * world / (time.perf_counter() - start))
+    dist.destroy_process_group()
+
+
+def plain_ddp_samples_per_s(world: int, batch: int, steps: int = 8) -> float:
+    """The same MiniLM step (64 tokens, 1 thread per process) under bare torch DDP on gloo, no Ray and no data
+    pipeline: the ceiling this machine allows for `world` workers."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_plain_ddp_worker, args=(world, port, batch, steps, out), nprocs=world)
+    return out.get()
+
+
+def bench_training(run_dir: Path, contexts: int, batch_sizes: list[int]) -> dict:
+    """One epoch of full MiniLM fine-tuning per setup; at each per-worker batch size, 2 workers do twice the
+    work per step, so the ratio shows what the per-step gradient all-reduce costs."""
     import importlib.util
     import tempfile
 
@@ -170,29 +218,38 @@ def bench_training(run_dir: Path, contexts: int, batch_size: int) -> dict:
 
     data = load_prepared(run_dir)
     subset = TrainingData(data.catalog, data.samples["train"][:contexts], data.samples["valid"][:64])
-    base = TrainConfig(epochs_stage2=1, max_length=64, batch_size=batch_size, alpha=0.0, trainable_layers=None,
-                       learning_rate=5e-5, cpus_per_worker=1.0)
-    setups = [("ddp_1_worker", dict(num_workers=1)), ("ddp_2_workers", dict(num_workers=2))]
+    setups = [("ddp_1_worker", {"num_workers": 1}), ("ddp_2_workers", {"num_workers": 2})]
     if importlib.util.find_spec("deepspeed") is not None:
-        setups.append(("deepspeed_zero2_2_workers", dict(num_workers=2, strategy="deepspeed")))
+        setups.append(("deepspeed_zero2_2_workers", {"num_workers": 2, "strategy": "deepspeed"}))
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per worker, so workers are the only variable
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=400 * 1024**2, _node_ip_address="127.0.0.1",
              log_to_driver=False)
-    result: dict = {"contexts": len(subset.train), "max_length": 64, "batch_per_worker": batch_size,
-                    "threads_per_worker": 1}
+    result: dict = {"contexts": len(subset.train), "max_length": 64, "threads_per_worker": 1}
     try:
         with tempfile.TemporaryDirectory() as storage:
-            for name, change in setups:
-                config = dataclasses.replace(base, storage_path=storage, **change)
-                (_, metrics), wall = _timed(lambda: train_stage(config, subset, "finetune", name=name))
-                epoch = metrics["history"][-1]
-                result[name] = {"samples_per_s": epoch["samples_per_s"], "epoch_seconds": epoch["epoch_seconds"],
-                                "wall_s_with_startup": wall}
+            for batch in batch_sizes:
+                base = TrainConfig(epochs_stage2=1, max_length=64, batch_size=batch, alpha=0.0, trainable_layers=None,
+                                   learning_rate=5e-5, cpus_per_worker=1.0, storage_path=storage)
+                for name, change in setups:
+                    config = dataclasses.replace(base, **change)
+                    (_, metrics), wall = _timed(lambda c=config, n=name: train_stage(c, subset, "finetune",
+                                                                                      name=f"{n}-b{batch}"))
+                    epoch = metrics["history"][-1]
+                    result[f"{name}_batch{batch}"] = {"samples_per_s": epoch["samples_per_s"],
+                                                      "epoch_seconds": epoch["epoch_seconds"],
+                                                      "wall_s_with_startup": wall}
+                speed = {name: result[f"{name}_batch{batch}"]["samples_per_s"] for name, _ in setups}
+                result[f"two_over_one_worker_batch{batch}"] = speed["ddp_2_workers"] / speed["ddp_1_worker"]
+                plain = {world: plain_ddp_samples_per_s(world, batch) for world in (1, 2)}
+                result[f"plain_torch_ddp_batch{batch}"] = {"1_process": plain[1], "2_processes": plain[2],
+                                                           "two_over_one": plain[2] / plain[1]}
+                if "deepspeed_zero2_2_workers" in speed:
+                    result[f"deepspeed_over_ddp_batch{batch}"] = (speed["deepspeed_zero2_2_workers"]
+                                                                  / speed["ddp_2_workers"])
     finally:
         ray.shutdown()
-    result["two_over_one_worker"] = result["ddp_2_workers"]["samples_per_s"] / result["ddp_1_worker"]["samples_per_s"]
-    if "deepspeed_zero2_2_workers" not in result:
-        result["deepspeed"] = "not installed: DS_BUILD_OPS=0 pip install deepspeed (the gpu extra) to compare"
+    if len(setups) == 2:
+        result["deepspeed"] = "not installed: DS_BUILD_OPS=0 pip install -e '.[deepspeed]' to compare"
     return result
 
 
@@ -222,8 +279,10 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, default=6, help="scoring: contexts of --candidates items each")
     parser.add_argument("--candidates", type=int, default=50)
     parser.add_argument("--train-contexts", type=int, default=512)
-    parser.add_argument("--train-batch", type=int, default=32, help="training: contexts per worker step")
+    parser.add_argument("--train-batch", default="16,32,64", help="training: contexts per worker step (list)")
     args = parser.parse_args()
+    for name, value in (("TOKENIZERS_PARALLELISM", "false"), ("OMP_WAIT_POLICY", "PASSIVE")):
+        os.environ.setdefault(name, value)  # as `make` sets them: no tokenizer or OpenMP threads competing
     if not (args.run_dir / "items.parquet").exists():
         raise SystemExit(f"{args.run_dir}: no prepared run; run `crs prepare --dataset inspired` first")
     chosen = [s for s in args.only.split(",") if s]
@@ -232,7 +291,8 @@ def main() -> None:
         raise SystemExit(f"--only: unknown section(s) {sorted(unknown)}; known: {', '.join(SECTIONS)}")
     benches = {"embedding": lambda: bench_embedding(args.run_dir, args.texts), "retrieval": bench_retrieval,
                "scoring": lambda: bench_scoring(args.run_dir, args.contexts, args.candidates),
-               "training": lambda: bench_training(args.run_dir, args.train_contexts, args.train_batch),
+               "training": lambda: bench_training(args.run_dir, args.train_contexts,
+                                                   [int(b) for b in args.train_batch.split(",")]),
                "end_to_end": lambda: bench_end_to_end(args.run_dir)}
     out_path = HERE / "throughput.json"
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
