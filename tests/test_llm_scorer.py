@@ -8,31 +8,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 import torch
 from student_world import student_config
 from student_world import triplets as make_triplets
 from transformers import DynamicCache
 
 from crs_core.student import StudentScorer, fit_pair, load_scorer
-from crs_core.student.cross_encoder import default_model_path
 from crs_core.student.train import save_student, train_student
-
-
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> Path:
-    """A random 2-layer Llama saved as a local "base model", with the MiniLM tokenizer (digits are single tokens)."""
-    pytest.importorskip("peft")
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
-
-    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()), local_files_only=True)
-    config = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         intermediate_size=64, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-llama")
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 class _FixedLM(torch.nn.Module):

@@ -79,23 +79,6 @@ def _unpadded_rows(scorer: LLMScorer, contexts: list[str], items: list[str]) -> 
     return [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"].cpu(), batch["attention_mask"].cpu())]
 
 
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> Path:
-    """A random 2-layer Llama with the MiniLM tokenizer (no BOS token, WordPiece)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
-
-    from crs_core.encoders import minilm_path
-
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
-    config = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         intermediate_size=64, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-llama")
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("max_length", [256, 40])  # 40: the context loses its oldest tokens, the item its last
 def test_prompt_tokens_equal_llm_scorer_rows(tiny_llm: Path, max_length: int) -> None:
     scorer = LLMScorer.from_pretrained(str(tiny_llm), max_length=max_length, lora_r=2, lora_alpha=4)
