@@ -168,7 +168,7 @@ class ZeroShotConfig(ChatSectionConfig):
     prompt: str = "zero_shot_v1"  # a packaged prompt (crs_core/prompts/<name>.txt) or a path to a prompt file
     titles: int = 20  # titles asked for per dialogue
     max_tokens: int = 400  # 20 lines of "N. Title (Year)" need ~250 tokens
-    fuzzy_cutoff: float = 0.85  # difflib ratio for a near-miss title (crs_core.titles.FUZZY_CUTOFF)
+    fuzzy_cutoff: float = 0.85  # difflib ratio for a near-miss title (crs_core.titles.TitleMatcher)
 
 
 @dataclass

@@ -3,8 +3,8 @@
 Catalog titles look like "The Conjuring (2013)". Matching compares normalised titles (case, accents,
 punctuation, "&", a leading or trailing article, the year) in three steps: exact title + year, title
 alone (the first catalog item in catalog order when several years share it), then the closest title by
-`difflib`'s ratio above a cutoff (typos, small wording changes) with the same sequel numbers. The leak guard uses the same
-normalisation: one regex per title finds it (and masks it) in a seeker's message.
+`difflib`'s ratio above a cutoff (typos, small wording changes) with the same sequel numbers. The leak
+guard uses the same normalisation: one regex per title finds it (and masks it) in a seeker's message.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from crs_core.config import ZeroShotConfig
 from crs_core.schema import Catalog
 
 ARTICLES = ("the", "a", "an")
-FUZZY_CUTOFF = 0.85
+FUZZY_CUTOFF = ZeroShotConfig.fuzzy_cutoff  # the `zero_shot.fuzzy_cutoff` default
 EVERYDAY_WORD_MAX_LETTERS = 4  # one-word titles this short ("It", "Up", "Home") are guarded by case (TitleGuard)
 MAX_TITLE_WORDS = 15  # a "title" longer than this is a sentence of prose, not a list entry
 MAX_UNMARKED_WORDS = 8  # the same for a line without list marker or year

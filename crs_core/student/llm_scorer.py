@@ -150,7 +150,7 @@ class LLMScorer(StudentScorer):
             for _, group in groupby(range(len(pairs)), key=lambda n: contexts[n]):
                 rows = list(group)
                 prefix = torch.tensor([pairs[rows[0]][0]], device=self.device)
-                cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+                cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
                 for start in range(0, len(rows), batch_size):
                     chunk = rows[start:start + batch_size]
                     logits = self._suffix_logits(cache, prefix.shape[1], [pairs[n][1] for n in chunk])
