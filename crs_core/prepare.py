@@ -63,6 +63,8 @@ def _load_dialogues(config: Config, data_dir: Path, kg: KnowledgeGraph, movie_to
 
 
 def _split_counts(dialogues: list[Dialogue], samples: list[Sample]) -> dict:
+    """`pairs` and `pairs_not_repeated` are the (sample, label) pairs FNSCRS counts in its "not_removed"
+    and "removed" variants (valid/test); for train, the training labels."""
     pairs = sum(len(s.targets) for s in samples)
     new_pairs = sum(1 for s in samples for t in s.targets if t not in s.context_items)
     return {
@@ -100,6 +102,8 @@ def prepare(config: Config, force: bool = False) -> dict:
         )
         write_table(run.path("samples", f"{split}.parquet"), samples_to_table(samples), SAMPLES_SCHEMA)
         summary["splits"][split] = _split_counts(dialogues[split], samples)
+        if config.dataset == "inspired":
+            summary["splits"][split]["source"] = str(inspired.source_file(data_dir, split).relative_to(data_dir))
     write_table(run.path("item_sets.parquet"),
                 pa.Table.from_pylist([{"dialog_id": d, "items": i} for d, i in item_sets], schema=ITEM_SETS_SCHEMA),
                 ITEM_SETS_SCHEMA)
@@ -131,6 +135,9 @@ def format_summary(summary: dict) -> str:
         m = c["mentions"]
         lines.append(f"{split:<6} {c['dialogues']:>9} {c['samples']:>8} {c['pairs']:>7} {c['pairs_not_repeated']:>9} "
                      f"{m['mentions']:>8} {m['unmapped']:>8} ({100 * m['unmapped_share']:.1f}%)")
+    sources = {split: summary["splits"][split].get("source") for split in SPLITS}
+    if any(sources.values()):
+        lines.append("read from: " + ", ".join(f"{split} {source}" for split, source in sources.items()))
     lines.append(f"training labels (repeated targets dropped): {summary['train_labels']} "
                  f"(paper: {summary['paper_train_labels']}{', full ReDial' if summary['partial'] else ''})")
     if summary.get("item_sets"):

@@ -36,7 +36,7 @@ SAMPLES_SCHEMA = pa.schema(
     ]
 )
 
-# Augmentation artifacts (DESIGN.md §1). Each is keyed by (sample_id[, item_id]).
+# Augmentation artifacts (docs/architecture.md). Each is keyed by (sample_id[, item_id]).
 EMBEDDINGS_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),  # str(item_id) for items, sample_id for contexts

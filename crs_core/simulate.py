@@ -118,7 +118,7 @@ class Seeker:
         self.endpoint, self.prompt, self.catalog, self.leak_retries = endpoint, prompt, catalog, leak_retries
 
     def reply(self, sample: Sample, targets: Sequence[int]) -> SeekerTurn:
-        items = [self.catalog.get(t) for t in targets]
+        items = [self.catalog.get(t) for t in targets if t in self.catalog]  # FNSCRS labels may be off-catalog
         guards = [TitleGuard(item.title) for item in items]
         messages = self.prompt.render(target="\n".join(item_text(item) for item in items)) + seeker_view(sample)
         answers = [self.endpoint.ask(messages, self.prompt.version, check=seeker_text)]

@@ -1,6 +1,6 @@
 """Stage `tune`: Ray Tune over alpha x tau (x learning rate), ASHA early stopping on valid Recall@50.
 
-Cheap by construction (DESIGN.md §6): tau only re-filters the stored student scores (`synthesize`, nothing
+Cheap by construction: tau only re-filters the stored student scores (`synthesize`, nothing
 is re-embedded or re-scored); stage 1 runs ONCE per distinct tau under Ray Train before the sweep (its run
 is named by a fingerprint of its labels and settings, so a rerun reuses it); a trial trains stage 2 only, in
 its own Tune worker with the trial resources from config, with the same optimisation steps as every other

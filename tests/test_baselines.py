@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from model_mixin import RecommenderTestMixin
 
+from crs_core.evaluation import evaluate_scores, rank_catalog
 from crs_core.models import EASE, Popularity, Recommender, build_model
 from crs_core.schema import Catalog, Item, Sample
 
@@ -38,6 +39,19 @@ def test_popularity_counts_by_hand() -> None:
     train = [_s((7,), (3,)), _s((), (3, 5)), _s((3,), (5,)), _s((), (3,)), _s((), (999,))]
     scores = Popularity().fit(train, TINY).score([_s((7,)), _s(())])
     np.testing.assert_array_equal(scores, [[0, 3, 2], [0, 3, 2]])
+
+
+def test_popularity_ties_are_evaluated_as_the_mean_over_tie_orders() -> None:
+    # 3 and 5 are targets twice each, 7 never: 3 and 5 tie at the top, so neither catalog order decides.
+    train = [_s((), (3,)), _s((), (3, 5)), _s((), (5,))]
+    model = Popularity().fit(train, TINY)
+    test = [_s((), (5,))]
+    result = evaluate_scores(model.score(test), test, TINY, tie_orders=20)
+    firsts = [rank_catalog(model.score(test), TINY, tie_seed=seed)[0, 0] for seed in range(20)]
+    assert result["ties"] == "mean over 20 random tie orders (1 of 1 rows tied)"
+    # catalog order alone would always put 3 first (recall@1 = 0); the mean counts the orders with 5 first
+    assert result["not_removed"]["recall@1"] == pytest.approx(firsts.count(5) / 20)
+    assert 0 < firsts.count(5) < 20 and result["not_removed"]["recall@5"] == 1.0
 
 
 # Rows of X (context ∪ targets) in catalog columns (a, b, c): {a, b}, {b, c}, {a, b, c}.

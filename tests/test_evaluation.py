@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -11,12 +12,17 @@ import pytest
 from crs_core.errors import DataError
 from crs_core.evaluation import (
     DEFAULT_KS,
+    entropy,
     evaluate_rankings,
     evaluate_scores,
     format_table,
     protocol,
     rank_catalog,
     read_predictions,
+    selection_key,
+    selection_rankings,
+    selection_scores,
+    tied_rows,
     write_predictions,
 )
 from crs_core.schema import Catalog, Item, Sample
@@ -63,9 +69,11 @@ def test_single_target_at_rank_three() -> None:
         assert r["mrr@5"] == pytest.approx(1 / 3)  # 1/(2+1)
         assert r["recall@50"] == 1.0
     assert set(result["removed"]) == {"n"} | {
-        f"{m}@{k}" for m in ("recall", "ndcg", "mrr", "coverage") for k in DEFAULT_KS
+        f"{m}@{k}" for m in ("recall", "ndcg", "mrr", "coverage", "entropy") for k in DEFAULT_KS
     }
-    assert "coverage@1" not in result["not_removed"]
+    assert "coverage@1" not in result["not_removed"] and "entropy@1" not in result["not_removed"]
+    # the zero scores of items 10, 14..19 tie, so the result is a mean over tie orders (same here: 13 is untied)
+    assert result["ties"].startswith(f"mean over {protocol.TIE_ORDERS} random tie orders")
 
 
 # 2. repeated items ---------------------------------------------------------------------------
@@ -338,3 +346,83 @@ def test_format_table() -> None:
     assert len({len(line) for line in lines}) == 1  # fixed width
     with pytest.raises(ValueError, match="recall@50"):
         format_table([("m", evaluate_rankings([RANKING], [sample("a", (13,))], ks=(1, 10)))])
+
+
+# 11. entropy@k, repeated labels, the selection metric, tie orders -----------------------------
+
+
+def test_entropy_weights_each_counted_label_like_the_reference() -> None:
+    # a: label 11 listed twice, ranking 11, 12, ...; b: label 14, ranking 12, 14, 11. No context.
+    result = evaluate_rankings([RANKING, [12, 14, 11]], [sample("a", (11, 11)), sample("b", (14,))], ks=(1, 2))
+    rm = result["removed"]
+    assert rm["n"] == 3 and rm["recall@1"] == pytest.approx(2 / 3)  # 11 hit twice, 14 at rank 1
+    # top-1 lists, once per counted label: 11, 11 (a twice), 12 (b) -> shares 2/3, 1/3
+    # H = -(2/3 log2 2/3 + 1/3 log2 1/3) = 0.3899750 + 0.5283208 = 0.9182958
+    assert rm["coverage@1"] == 2
+    assert rm["entropy@1"] == pytest.approx(0.9182958341)
+    # top-2 lists: {11, 12} twice, {12, 14} once -> 11: 2, 12: 3, 14: 1 of 6
+    # H = 1/3 log2 3 + 1/2 log2 2 + 1/6 log2 6 = 0.5283208 + 0.5 + 0.4308271 = 1.4591479
+    assert rm["coverage@2"] == 3
+    assert rm["entropy@2"] == pytest.approx(1.4591479170)
+    assert entropy(Counter({7: 5, 8: 5})) == 1.0 and entropy(Counter()) == 0.0
+
+
+def test_repeated_label_counts_per_entry_in_both_variants() -> None:
+    # Labels (13, 13, 15), context mentions 15: not_removed counts 3 pairs, removed skips 15 -> 2 pairs.
+    result = evaluate_rankings([RANKING], [sample("a", (13, 13, 15), context_items=(15,))])
+    assert result["not_removed"]["n"] == 3
+    assert result["not_removed"]["recall@5"] == 1.0  # 13 (rank 2) twice, 15 (rank 4) once
+    assert result["removed"]["n"] == 2
+    assert result["removed"]["mrr@5"] == pytest.approx(1 / 3)  # 13 stays at rank 2 (11, 12, 13 ...)
+
+
+def test_selection_metric_scores_the_unfiltered_top_50_without_mentioned_labels() -> None:
+    # Ranking of 60 items 100..159; the context mentions the first five (100..104) and label 100;
+    # label 152 sits at raw rank 52.
+    ranking = list(range(100, 160))
+    s = sample("a", (100, 152), context_items=(100, 101, 102, 103, 104))
+    selection = selection_rankings([ranking], [s])
+    assert selection["n"] == 1  # 100 was mentioned: left out, as DatasetForRec(repeated_item_removed)
+    assert selection["recall@50"] == 0.0  # raw rank 52 is outside the unfiltered top 50
+    # final_evaluation's "removed" variant filters the ranking first: 152 moves up to rank 47 < 50.
+    final = evaluate_rankings([ranking], [s])["removed"]
+    assert final["n"] == 1 and final["recall@50"] == 1.0
+    # without context the labels 101 (rank 1) and 102 (rank 2) both count: MRR@10 = (1/2 + 1/3) / 2
+    assert selection_rankings([ranking], [sample("b", (101, 102))])["mrr@10"] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert selection_key("unicrs") == "valid_recall@25"
+    assert selection_key("minilm") == selection_key("barcor") == "valid_recall@50"
+    # the score-matrix entry point ranks the catalog: 13 first, label 13 -> recall@1 = 1
+    assert selection_scores(scores_for([13])[None, :], [sample("c", (13,))], CATALOG)["recall@1"] == 1.0
+    with pytest.raises(ValueError, match="<= 50"):
+        selection_rankings([ranking], [s], ks=(100,))
+
+
+def test_tied_rows_only_when_equal_scores_decide_the_top_n() -> None:
+    row = np.array([[3.0, 2.0, 2.0, 1.0]])
+    assert not tied_rows(row, top_n=1).any()  # top 1 is 3.0 alone; the 2.0 tie is below the cut
+    assert tied_rows(row, top_n=2).all()  # who takes place 2 depends on the tie order
+    assert not tied_rows(np.array([[4.0, 3.0, 2.0, 1.0]]), top_n=100).any()
+
+
+def test_tied_scores_give_the_mean_over_seeded_tie_orders() -> None:
+    # Items 11 and 12 share the top score; the rest are strictly ordered below them. Label 12.
+    row = np.array([0.0, 5.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.4, 0.3])
+    samples = [sample("a", (12,))]
+    result = evaluate_scores(row[None, :], samples, CATALOG, tie_orders=40)
+    draws = [rank_catalog(row[None, :], CATALOG, tie_seed=seed)[0] for seed in range(40)]
+    first = sum(int(d[0] == 12) for d in draws)
+    assert all(sorted(d[:2]) == [11, 12] and list(d[2:]) == [13, 14, 15, 16, 17, 18, 19, 10] for d in draws)
+    # recall@1 is 1 when 12 is drawn first, else 0; recall@5 is 1 in every order
+    assert result["not_removed"]["recall@1"] == pytest.approx(first / 40)
+    assert 0 < first < 40  # both orders occur, so the catalog-order ranking (11 first) is not what is reported
+    assert result["not_removed"]["recall@5"] == 1.0
+    # MRR@5 mixes 1/1 and 1/2 in the same proportion
+    assert result["not_removed"]["mrr@5"] == pytest.approx((first + (40 - first) / 2) / 40)
+    assert result["ties"] == "mean over 40 random tie orders (1 of 1 rows tied)"
+    strict = evaluate_scores(np.array([[9.0, 8, 7, 6, 5, 4, 3, 2, 1, 0]]), samples, CATALOG)
+    assert strict["ties"] == "none" and strict["not_removed"]["recall@1"] == 0.0  # 12 is second
+    table = format_table([("popularity", result), ("model", strict)]).splitlines()
+    assert table[-2] == "ties in popularity's scores: mean over 40 random tie orders (1 of 1 rows tied)"
+    assert table[-1] == "other models: no ties, one ranking"
+    with pytest.raises(ValueError, match="tie_orders"):
+        evaluate_scores(row[None, :], samples, CATALOG, tie_orders=0)

@@ -64,12 +64,13 @@ def build_samples(
     require_context_entity: bool,
     drop_repeated_targets: bool,
 ) -> list[Sample]:
-    """One sample per recommender turn that mentions >= 1 catalog movie, per DESIGN.md §2.
+    """One sample per recommender turn that mentions >= 1 movie (CFCRS `*_rec/prepare.py`).
 
     INSPIRED (require_context_entity=False) needs a non-empty context; ReDial needs an entity or movie
     mentioned before the turn. With `drop_repeated_targets` (training only) targets already mentioned
-    earlier are removed and samples left without targets are dropped; valid/test keep every target so
-    the evaluation can apply both of its variants.
+    earlier are removed, a target named twice in the turn counts once, and samples left without targets
+    are dropped. Valid/test keep every target as the turn lists it, repeats included, because FNSCRS's
+    `final_evaluation` counts one (sample, label) pair per entry of `rec`.
     """
     samples: list[Sample] = []
     for dialogue in dialogues:
@@ -78,12 +79,12 @@ def build_samples(
         items: list[int] = []
         entities: list[str] = []
         for turn_id, turn in enumerate(dialogue.turns):
-            targets = _unique(turn.items)
+            targets = list(turn.items)
             has_context = bool(items or entities) if require_context_entity else bool(context)
             if turn.role == RECOMMENDER and targets and has_context:
-                seen = set(items)
                 if drop_repeated_targets:
-                    targets = [t for t in targets if t not in seen]
+                    seen = set(items)
+                    targets = [t for t in _unique(targets) if t not in seen]
                 if targets:
                     samples.append(
                         Sample(

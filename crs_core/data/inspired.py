@@ -1,4 +1,9 @@
-"""INSPIRED (Hayati et al., 2020): UniCRS dialogue files for all splits, CFCRS files for valid/test ids."""
+"""INSPIRED (Hayati et al., 2020): UniCRS dialogues for train, the CFCRS annotations for valid/test.
+
+Valid/test are what FNSCRS evaluates on: its `inspired_rec` files are made by CFCRS's
+`model/*/data/inspired_rec/prepare.py` from `data/inspired/{valid,test}_data.jsonl` (the files under
+`cfcrs/`). Train keeps the UniCRS text, the only complete copy of the 801 train dialogues.
+"""
 
 from __future__ import annotations
 
@@ -36,13 +41,8 @@ def _turn(text: str, role: str, movies: list, entities: list[str], kg: Knowledge
     return Turn(role=role, text=text, items=items, entities=entities, unmapped=unmapped)
 
 
-def load_unicrs(path: Path, split: str, kg: KnowledgeGraph, linker: EntityLinker,
-                dialog_ids: list[str] | None = None) -> list[Dialogue]:
-    """UniCRS files hold one JSON list of utterances per line and no dialogue id.
-
-    `dialog_ids`, when given (from the CFCRS copy of the same split, same order), names the dialogues;
-    otherwise they are named `<split>-<line>`.
-    """
+def load_unicrs(path: Path, split: str, kg: KnowledgeGraph, linker: EntityLinker) -> list[Dialogue]:
+    """UniCRS files hold one JSON list of utterances per line and no dialogue id: named `<split>-<line>`."""
     dialogues = []
     for line, utterances in iter_jsonl(path):
         if not isinstance(utterances, list):
@@ -56,14 +56,32 @@ def load_unicrs(path: Path, split: str, kg: KnowledgeGraph, linker: EntityLinker
             role = _role(require(utt, "role", str, path, line, prefix), path, line, f"{prefix}role")
             movies = require(utt, "movie", list, path, line, prefix)
             turns.append(_turn(text, role, movies, linker(text), kg, path, line, f"{prefix}movie"))
-        index = len(dialogues)
-        dialog_id = dialog_ids[index] if dialog_ids is not None and index < len(dialog_ids) else f"{split}-{line}"
-        dialogues.append(Dialogue(dialog_id=dialog_id, turns=turns))
+        dialogues.append(Dialogue(dialog_id=f"{split}-{line}", turns=turns))
     if not dialogues:
         raise DataError(path, "no dialogues in the file")
-    if dialog_ids is not None and len(dialog_ids) != len(dialogues):
-        raise DataError(path, f"{len(dialogues)} dialogues but the CFCRS copy has {len(dialog_ids)}")
     return dialogues
+
+
+def _cfcrs_turn(turn: dict, kg: KnowledgeGraph, path: Path, line: int, prefix: str) -> Turn:
+    """One CFCRS turn under the FNSCRS/CFCRS rule: a name counts when it is a key of entity2id.
+
+    `items` are the entity ids of the turn's `movie` names, every occurrence kept: the reference turns
+    each into a label (`rec`) or a context mention (`entity`), repeats and all. One name in the data,
+    the empty string, is a KG genre rather than a movie; it is kept too, since FNSCRS counts it as a
+    label that no ranking over the items can hit.
+    """
+    text = require(turn, "text", str, path, line, prefix)
+    role = _role(require(turn, "role", str, path, line, prefix), path, line, f"{prefix}role")
+    names = {}
+    for key in ("movie", "entity"):
+        values = require(turn, key, list, path, line, prefix)
+        if not all(isinstance(v, str) for v in values):
+            raise DataError(path, f"{key} names must be strings", line=line, field=f"{prefix}{key}")
+        names[key] = values
+    items = [kg.entity2id[m] for m in names["movie"] if m in kg.entity2id]
+    unmapped = [m for m in names["movie"] if m not in kg.entity2id]
+    entities = [e for e in names["entity"] if e in kg.entity2id]
+    return Turn(role=role, text=text, items=items, entities=entities, unmapped=unmapped)
 
 
 def load_cfcrs(path: Path, kg: KnowledgeGraph) -> list[Dialogue]:
@@ -71,26 +89,28 @@ def load_cfcrs(path: Path, kg: KnowledgeGraph) -> list[Dialogue]:
     dialogues = []
     for line, record in iter_jsonl(path):
         dialog_id = require(record, "dialog_id", str, path, line)
-        turns = []
         utterances = require(record, "dialog", list, path, line)
         if not utterances:
             raise DataError(path, "empty dialogue: no utterances", line=line, field="dialog")
-        for pos, turn in enumerate(utterances):
-            prefix = f"dialog[{pos}]."
-            text = require(turn, "text", str, path, line, prefix)
-            role = _role(require(turn, "role", str, path, line, prefix), path, line, f"{prefix}role")
-            movies = require(turn, "movie", list, path, line, prefix)
-            entities = [e for e in require(turn, "entity", list, path, line, prefix) if e in kg.entity2id]
-            turns.append(_turn(text, role, movies, entities, kg, path, line, f"{prefix}movie"))
+        turns = [_cfcrs_turn(turn, kg, path, line, f"dialog[{pos}].") for pos, turn in enumerate(utterances)]
         dialogues.append(Dialogue(dialog_id=dialog_id, turns=turns))
+    if not dialogues:
+        raise DataError(path, "no dialogues in the file")
     return dialogues
 
 
-def load_split(data_dir: Path, split: str, kg: KnowledgeGraph) -> list[Dialogue]:
-    """UniCRS text for every split (the only complete train copy), named by CFCRS ids where they exist."""
+def source_file(data_dir: Path, split: str) -> Path:
+    """The file a split is read from: CFCRS for valid/test when present (a small test tree may have only
+    the UniCRS copies), UniCRS for train."""
     root = data_dir / "inspired"
-    dialog_ids = None
     if split in CFCRS_FILES and (root / CFCRS_FILES[split]).exists():
-        dialog_ids = [require(r, "dialog_id", str, root / CFCRS_FILES[split], n)
-                      for n, r in iter_jsonl(root / CFCRS_FILES[split])]
-    return load_unicrs(root / UNICRS_FILES[split], split, kg, kg.entity_linker(), dialog_ids)
+        return root / CFCRS_FILES[split]
+    return root / UNICRS_FILES[split]
+
+
+def load_split(data_dir: Path, split: str, kg: KnowledgeGraph) -> list[Dialogue]:
+    """Valid/test as FNSCRS evaluates them (CFCRS annotations), train from the UniCRS text."""
+    path = source_file(data_dir, split)
+    if path.parent.name == "cfcrs":
+        return load_cfcrs(path, kg)
+    return load_unicrs(path, split, kg, kg.entity_linker())

@@ -1,5 +1,5 @@
 """The FNSCRS Llama-2 backbone: a causal LM with LoRA (r=4, alpha 32, dropout 0.01 on q_proj/v_proj,
-DESIGN.md §5) and a linear item head on the hidden state of the last non-padding token.
+docs/training.md) and a linear item head on the hidden state of the last non-padding token.
 
 Built as transformers' `AutoModelForSequenceClassification` (one label per catalog item; it pools the
 rightmost non-pad token) wrapped by peft with task SEQ_CLS, which trains the head (`score`, kept in

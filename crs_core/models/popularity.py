@@ -22,7 +22,11 @@ def target_counts(train: Sequence[Sample], catalog: Catalog) -> np.ndarray:
 
 
 class Popularity(Recommender):
-    """Scores each item by its number of (training sample, target) pairs, ignoring the context."""
+    """Scores each item by its number of (training sample, target) pairs, ignoring the context.
+
+    Many items share a count, so its ranking depends on how ties are ordered; `evaluate_scores`
+    reports the mean over random tie orders rather than the catalog order's one draw.
+    """
 
     name = "popularity"
 

@@ -1,4 +1,4 @@
-"""Two-stage backbone training (DESIGN.md §5) as one Ray Train loop.
+"""Two-stage backbone training (docs/training.md) as one Ray Train loop.
 
 `train_epoch` (crs_core.training.steps) is the only training loop: `MiniLMRecommender.fit` runs it
 in-process and every Ray Train worker runs it under DDP (`ray.train.torch.prepare_model`, gloo on CPU) or
@@ -9,7 +9,8 @@ a bug). alpha = 0 without stage 1 is the no-augmentation baseline.
 
 Checkpoint per epoch (Ray storage `<storage>/<run name>/epoch_NNN/`): `model/` (a saved Recommender),
 `progress.json` (epoch and metrics), `train_state.pt` (DDP: optimizer + schedule) or `deepspeed/` (every
-rank's ZeRO shard). Ray keeps the best by valid Recall@50 (FNSCRS protocol, "removed" variant).
+rank's ZeRO shard). Ray keeps the best by FNSCRS's selection metric (valid Recall@50, UniCRS Recall@25;
+crs_core.evaluation.selection), recorded as "selected_by" in the stage metrics.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from crs_core.artifacts import fingerprint, write_json
 from crs_core.config import TrainConfig
 from crs_core.errors import ConfigError
+from crs_core.evaluation import selection_key, selection_rule
 from crs_core.models import Recommender, build_model, load_model
 from crs_core.schema import Catalog
 from crs_core.training.data import (
@@ -40,7 +42,7 @@ from crs_core.training.data import (
 )
 from crs_core.training.steps import (
     MAX_GRAD_NORM,
-    METRIC,
+    METRIC as METRIC,  # re-exported: the default selection key (crs_core.evaluation.selection_key)
     ScheduleFn,
     TrainableRecommender,
     build_optimizer,
@@ -243,7 +245,7 @@ def read_deepspeed_config(path: str) -> dict[str, Any]:
 def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, run_dir: Path | None = None,
                 init_checkpoint: Any = None, seed: int = 42, name: str | None = None,
                 backbone_params: dict[str, Any] | None = None) -> tuple[Recommender, dict[str, Any]]:
-    """Run one stage under a TorchTrainer and load its best checkpoint (by valid Recall@50) back.
+    """Run one stage under a TorchTrainer and load its best checkpoint (by `selection_key(backbone)`) back.
 
     `init_checkpoint` (a ray.train.Checkpoint or a local path; stage 2 only) is the stage-1 checkpoint to
     start from and to distil from. The Ray run is named `<stage dir>-<fingerprint of config, data and
@@ -290,6 +292,7 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
     name = name or f"{stage_dir}-{fingerprint(identity)}"
     epochs = train_config.epochs_stage1 if stage == "pretrain" else train_config.epochs_stage2
     loop_config |= {"epochs": epochs, "init_checkpoint": init_checkpoint, "data": ray.put(data)}
+    selected_by = selection_key(train_config.backbone)
     trainer = TorchTrainer(
         train_func,
         train_loop_config=loop_config,
@@ -298,11 +301,11 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
         run_config=RunConfig(storage_path=str(Path(storage).resolve()), name=name,
                              failure_config=FailureConfig(max_failures=train_config.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT,
-                                                                checkpoint_score_attribute=METRIC,
+                                                                checkpoint_score_attribute=selected_by,
                                                                 checkpoint_score_order="max")),
     )
     result = trainer.fit()
-    best = result.get_best_checkpoint(metric=METRIC, mode="max")
+    best = result.get_best_checkpoint(metric=selected_by, mode="max")
     if best is None:
         raise RuntimeError(f"Ray Train run {name} reported no checkpoint")
     with best.as_directory() as directory:
@@ -310,6 +313,7 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
         progress = json.loads((Path(directory) / PROGRESS_FILE).read_text())
     metrics = {"stage": stage, "run_name": name, "run_path": result.path, "best_checkpoint": best.path,
                "best_epoch": progress["epoch"], "best": progress["metrics"], "epochs": epochs,
+               "selected_by": selection_rule(train_config.backbone),
                "history": result.return_value or []}
     if run_dir is not None:
         model.save(Path(run_dir) / "checkpoints" / stage_dir)

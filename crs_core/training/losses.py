@@ -1,4 +1,4 @@
-"""The two training objectives of the paper (DESIGN.md §5), in pure torch.
+"""The two training objectives of the paper (docs/training.md), in pure torch.
 
 Targets are given per context as lists of catalog columns, so a context with several positives (the
 synthetic labels of stage 1) costs one forward pass instead of one per (context, target) pair.

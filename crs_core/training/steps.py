@@ -2,7 +2,7 @@
 and each Ray Tune trial (crs_core.tune) optimise with exactly these functions, so their numbers compare.
 
 AdamW (weight decay 0.01 on matrices), linear warmup over one epoch then linear decay, gradient clipping at
-1.0, grouped CE for stage 1 and CE + alpha * KL(P_ref || P_model) for stage 2 (DESIGN.md §5); every epoch's
+1.0, grouped CE for stage 1 and CE + alpha * KL(P_ref || P_model) for stage 2 (docs/training.md); every epoch's
 dropout is seeded by (worker seed, epoch) so a resumed run replays exactly the epochs it missed.
 """
 
@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from crs_core.evaluation import evaluate_scores
+from crs_core.evaluation import selection_key, selection_scores
 from crs_core.models import Recommender, load_model
 from crs_core.schema import Catalog, Sample
 from crs_core.training.data import (
@@ -31,7 +31,7 @@ from crs_core.training.losses import grouped_cross_entropy, stage2_loss
 
 WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
-METRIC = "valid_recall@50"
+METRIC = selection_key("minilm")  # FNSCRS selects by valid recall@50 (UniCRS: @25, see selection_key)
 
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 ScheduleFn = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LambdaLR]
@@ -147,9 +147,10 @@ def train_in_process(model: TrainableRecommender, train: Sequence[Sample], catal
 
 
 def validate(model: Recommender, data: TrainingData) -> dict[str, float]:
-    """FNSCRS protocol on the valid split ("removed" variant)."""
-    result = evaluate_scores(model.score(data.valid), data.valid, data.catalog)["removed"]
-    return {"valid_recall@1": result["recall@1"], "valid_recall@10": result["recall@10"], METRIC: result["recall@50"],
+    """FNSCRS's train-time valid metrics (crs_core.evaluation.selection): the best epoch is chosen by these."""
+    result = selection_scores(model.score(data.valid), data.valid, data.catalog)
+    return {"valid_recall@1": result["recall@1"], "valid_recall@10": result["recall@10"],
+            "valid_recall@25": result["recall@25"], "valid_recall@50": result["recall@50"],
             "valid_ndcg@10": result["ndcg@10"], "valid_n": result["n"]}
 
 
