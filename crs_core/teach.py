@@ -8,29 +8,36 @@ A pair that fails is a "failed" row (score null) and does not abort the stage; a
 not marked current, so the next run retries only those (successful LLM answers come from the cache).
 More failures than `teacher.max_failure_share` (an endpoint that is down, a wrong model name) fail the
 stage with a CRSError before anything is written: the labels would be too few to trust.
+
+With `teacher.kind: recorded` no pairs are selected: every train pair of the recorded judgment files is
+imported (crs_core/teacher/recorded.py). `export_batch`/`import_batch` run the LLM teacher's selected
+pairs through the OpenAI Batch API instead of live requests (crs_core/teacher/batch.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 import threading
 import time
 from collections import Counter
 from contextlib import ExitStack
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crs_core.artifacts import RunDir, fingerprint, read_table, write_table
+from crs_core.artifacts import RunDir, atomic_write_bytes, fingerprint, read_table, write_table
 from crs_core.config import Config
-from crs_core.errors import CRSError, DataError
+from crs_core.errors import ConfigError, CRSError, DataError
 from crs_core.schema import (
     CANDIDATES_SCHEMA,
     ITEMS_SCHEMA,
     SAMPLES_SCHEMA,
     TEACHER_SCHEMA,
+    TEACHER_STATUS_FAILED,
     TEACHER_STATUS_OK,
     Catalog,
     Sample,
@@ -48,7 +55,11 @@ from crs_core.teacher import (
     fit_calibration,
     load_prompt,
 )
-from crs_core.teacher.cache import CACHE_FILE
+from crs_core.teacher.batch import BATCH_PRICE_FACTOR, BatchTeacher, batch_request, read_batch_output
+from crs_core.teacher.cache import CACHE_FILE, CachedAnswer, cache_key
+from crs_core.teacher.prompt import context_text
+from crs_core.teacher.recorded import load_recorded, resolve_files
+from crs_core.text import item_text
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +125,27 @@ def _prompt_version(config: Config) -> str:
     return KG_RUBRIC_VERSION if config.teacher.kind == "kg" else load_prompt(config.teacher.prompt).version
 
 
+def recorded_files(config: Config) -> list[Path]:
+    return resolve_files(config.teacher.files, config.resolved_data_dir(), config.dataset)
+
+
+def teach_fingerprint(config: Config, run: RunDir) -> str:
+    """Settings, prompt and input digests; recorded judgments add their files' contents (a new or edited
+    file re-runs teach) and need no candidates, and only `files` among the teacher settings matters to them."""
+    if config.teacher.kind == "recorded":
+        settings = {"teacher": {"kind": "recorded", "files": config.teacher.files}}
+        inputs = [run.path(p) for p in INPUTS[:2]] + recorded_files(config)
+    else:
+        settings = {
+            "teacher": {k: v for k, v in dataclasses.asdict(config.teacher).items()
+                        if k not in _NOT_FINGERPRINTED and k != "files"},
+            "seed": config.seed,
+            "prompt_version": _prompt_version(config),
+        }
+        inputs = [run.path(p) for p in INPUTS]
+    return fingerprint(settings, [p for p in inputs if p.exists()])
+
+
 def summarize(labels: list[Label], teacher, config: Config, contexts: int, seconds: float) -> dict:
     """Counts, cost and score histogram; tokens and cost count only what this run asked (not cache hits)."""
     ok = [lab for lab in labels if lab.status == TEACHER_STATUS_OK]
@@ -165,27 +197,52 @@ def check_failure_share(labels: list[Label], limit: float) -> None:
                        "written, answers received so far are cached and a rerun asks only for the rest")
 
 
-def run_teach(config: Config, run: RunDir, force: bool = False) -> dict:
-    """Label sampled (context, candidate) pairs; skipped when inputs, settings and prompt are unchanged."""
-    settings = {
-        "teacher": {k: v for k, v in dataclasses.asdict(config.teacher).items() if k not in _NOT_FINGERPRINTED},
-        "seed": config.seed,
-        "prompt_version": _prompt_version(config),
-    }
-    fp = fingerprint(settings, [run.path(p) for p in INPUTS if run.path(p).exists()])
-    if not force and run.is_current(STAGE, fp, [OUTPUT]) and run.summary(STAGE).get("failed", 0) == 0:
-        return run.summary(STAGE) | {"skipped": True}
-
+def _load_inputs(run: RunDir) -> tuple[list[Sample], Catalog]:
     samples = table_to_samples(read_table(run.path("samples", "train.parquet"), SAMPLES_SCHEMA))
-    catalog = table_to_catalog(read_table(run.path("items.parquet"), ITEMS_SCHEMA))
+    return samples, table_to_catalog(read_table(run.path("items.parquet"), ITEMS_SCHEMA))
+
+
+def _selected_pairs(config: Config, run: RunDir, samples: list[Sample],
+                    catalog: Catalog) -> tuple[list[Pair], pa.Table]:
     candidates_path = run.path("candidates", "train.parquet")
     candidates = read_table(candidates_path, CANDIDATES_SCHEMA)
     pairs = select_pairs(samples, catalog, candidates, config.teacher.contexts,
                          config.teacher.candidates_per_context, config.seed)
     if not pairs:
         raise DataError(candidates_path, "no candidates for any train sample with a context: run retrieve first")
+    return pairs, candidates
 
+
+def _finish(config: Config, run: RunDir, fp: str, labels: list[Label], teacher, contexts: int, start: float,
+            extra: dict) -> dict:
+    """Refuse too many failures, write teacher.parquet, mark the stage done and return its summary."""
+    check_failure_share(labels, config.teacher.max_failure_share)
+    write_table(run.path(OUTPUT), pa.Table.from_pylist([lab.row() for lab in labels], schema=TEACHER_SCHEMA),
+                TEACHER_SCHEMA)
+    summary = summarize(labels, teacher, config, contexts, time.perf_counter() - start) | extra
+    run.mark_done(STAGE, fp, [OUTPUT], summary)
+    return summary | {"skipped": False}
+
+
+def run_teach(config: Config, run: RunDir, force: bool = False) -> dict:
+    """Label the selected pairs (or import every recorded train pair); skipped when inputs, settings and
+    prompt are unchanged."""
+    fp = teach_fingerprint(config, run)
+    if not force and run.is_current(STAGE, fp, [OUTPUT]) and run.summary(STAGE).get("failed", 0) == 0:
+        return run.summary(STAGE) | {"skipped": True}
+
+    samples, catalog = _load_inputs(run)
     start = time.perf_counter()
+    if config.teacher.kind == "recorded":
+        files = recorded_files(config)
+        recorded = load_recorded(files, samples, catalog)
+        if not recorded.labels:
+            raise DataError(files[0], "no train judgments in the recorded files")
+        log.info("teach: %d recorded pairs from %d file(s)", len(recorded.labels), len(files))
+        contexts = len({lab.sample_id for lab in recorded.labels})
+        return _finish(config, run, fp, recorded.labels, recorded, contexts, start, recorded.describe())
+
+    pairs, candidates = _selected_pairs(config, run, samples, catalog)
     contexts = len({p.sample.sample_id for p in pairs})
     with ExitStack() as stack:
         if config.teacher.kind == "openai":
@@ -196,11 +253,66 @@ def run_teach(config: Config, run: RunDir, force: bool = False) -> dict:
         stack.callback(teacher.close)
         log.info("teach: %d pairs from %d contexts with %r", len(pairs), contexts, teacher)
         labels = teacher.label_many(pairs, progress=_progress(len(pairs)))
-    check_failure_share(labels, config.teacher.max_failure_share)
-    write_table(run.path(OUTPUT), pa.Table.from_pylist([lab.row() for lab in labels], schema=TEACHER_SCHEMA),
-                TEACHER_SCHEMA)
-    summary = summarize(labels, teacher, config, contexts, time.perf_counter() - start)
-    if isinstance(teacher, KGTeacher):
-        summary["kg_calibration"] = teacher.calibration.describe()
-    run.mark_done(STAGE, fp, [OUTPUT], summary)
-    return summary | {"skipped": False}
+    extra = {"kg_calibration": teacher.calibration.describe()} if isinstance(teacher, KGTeacher) else {}
+    return _finish(config, run, fp, labels, teacher, contexts, start, extra)
+
+
+def _require_openai(config: Config, flag: str) -> None:
+    if config.teacher.kind != "openai":
+        raise ConfigError(f"{flag}: the Batch API serves the LLM teacher, but teacher.kind is "
+                          f"{config.teacher.kind!r}; add --set teacher.kind=openai (and teacher.model)")
+
+
+def _cache_key(prompt_version: str, model: str, pair: Pair) -> str:
+    return cache_key(prompt_version, model, context_text(pair.sample), pair.item.item_id, item_text(pair.item))
+
+
+def export_batch(config: Config, run: RunDir, path: Path) -> dict:
+    """Write one Batch API request per selected pair not yet answered in the teacher cache."""
+    _require_openai(config, "--export-batch")
+    prompt = load_prompt(config.teacher.prompt)
+    samples, catalog = _load_inputs(run)
+    pairs, _ = _selected_pairs(config, run, samples, catalog)
+    with TeacherCache(run.path(CACHE_FILE)) as cache:
+        todo = [p for p in pairs if cache.get(_cache_key(prompt.version, config.teacher.model, p)) is None]
+    lines = "".join(json.dumps(batch_request(p, prompt, config.teacher)) + "\n" for p in todo)
+    atomic_write_bytes(Path(path), lines.encode("utf-8"))
+    return {"path": str(path), "requests": len(todo), "pairs": len(pairs), "cached": len(pairs) - len(todo),
+            "contexts": len({p.sample.sample_id for p in pairs}), "model": config.teacher.model,
+            "prompt_version": prompt.version}
+
+
+def import_batch(config: Config, run: RunDir, paths: list[Path]) -> dict:
+    """teacher.parquet from Batch API output (and error) files, as a synchronous teach run would write it.
+
+    Pairs the files do not answer come from the teacher cache, else become failed rows; parsed answers go
+    into the cache, so a later synchronous run asks only for what failed. Cost carries the batch discount.
+    """
+    _require_openai(config, "--import-batch")
+    prompt = load_prompt(config.teacher.prompt)
+    model = config.teacher.model
+    samples, catalog = _load_inputs(run)
+    pairs, _ = _selected_pairs(config, run, samples, catalog)
+    start = time.perf_counter()
+    by_key = {(p.sample.sample_id, p.item.item_id): p for p in pairs}
+    answered = read_batch_output(paths, by_key, model, prompt.version)
+    labels = []
+    with TeacherCache(run.path(CACHE_FILE)) as cache:
+        for key, pair in by_key.items():
+            label, hit = answered.get(key), cache.get(_cache_key(prompt.version, model, pair))
+            if hit is not None and (label is None or label.status != TEACHER_STATUS_OK):
+                label = Label(key[0], key[1], hit.score, hit.answer, model, prompt.version, TEACHER_STATUS_OK,
+                              input_tokens=hit.input_tokens, output_tokens=hit.output_tokens, cached=True)
+            elif label is None:
+                label = Label(key[0], key[1], None, "", model, prompt.version, TEACHER_STATUS_FAILED,
+                              error="no answer in the batch output")
+            elif label.status == TEACHER_STATUS_OK:
+                cache.put(_cache_key(prompt.version, model, pair), CachedAnswer(
+                    label.score, label.rationale, label.input_tokens, label.output_tokens), model, prompt.version)
+            labels.append(label)
+    teacher = BatchTeacher(model, prompt.version)
+    contexts = len({p.sample.sample_id for p in pairs})
+    list_price = summarize(labels, teacher, config, contexts, 0.0)["cost_usd"]
+    extra = {"batch_files": [str(p) for p in paths], "batch_price_factor": BATCH_PRICE_FACTOR,
+             "cost_usd": round(list_price * BATCH_PRICE_FACTOR, 6), "cost_usd_list_price": list_price}
+    return _finish(config, run, teach_fingerprint(config, run), labels, teacher, contexts, start, extra)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from rayjobs import augment, baselines, evaluate, pipeline, prepare, simulate, train, tune
+from rayjobs import augment, baselines, evaluate, pipeline, prepare, simulate, teach, train, tune
 
 COMMANDS = {
     "prepare": (prepare.main, "build items.parquet and samples/*.parquet, print counts"),
     "augment": (augment.main, "embed, retrieve, teach, score, synthesize: the synthetic labels"),
+    "teach": (teach.main, "the teach stage alone, or its OpenAI Batch API export/import"),
     "baselines": (baselines.main, "fit and save Popularity and EASE"),
     "train": (train.main, "two-stage training on Ray Train, with and without augmentation"),
     "evaluate": (evaluate.main, "FNSCRS evaluation of saved models and prediction files"),

@@ -24,13 +24,24 @@ def format_retrieve(s: dict) -> list[str]:
 def format_teach(s: dict) -> list[str]:
     histogram = " ".join(f"{k}:{v}" for k, v in s["score_histogram"].items())
     mean = "-" if s["mean_score"] is None else f"{s['mean_score']:.2f}"
-    return [
+    lines = [
         f"teacher {s['teacher']} / model {s['model']} / prompt {s['prompt_version']}",
         (f"  {s['pairs']} pairs over {s['contexts']} contexts: {s['ok']} ok, {s['failed']} failed "
          f"({_pct(s['failure_share'])}), {s['cached']} from cache, {s['requests']} requests"),
         (f"  tokens in/out {s['input_tokens']}/{s['output_tokens']}, cost ${s['cost_usd']:.4f}; "
          f"scores {histogram} (mean {mean})"),
     ]
+    if "batch_price_factor" in s:
+        lines.append(f"  Batch API: cost at {s['batch_price_factor']:.0%} of the list price "
+                     f"${s['cost_usd_list_price']:.4f}, answers from {', '.join(s['batch_files'])}")
+    if "files" in s:
+        files = ", ".join(f"{path} ({n} pairs)" for path, n in s["files"].items())
+        skipped = " ".join(f"{split}:{n}" for split, n in s["skipped_not_train"].items()) or "none"
+        judges = ", ".join(f"{judge} ({n})" for judge, n in s["judges"].items())
+        lines += [f"  recorded judgments from {files}; judges {judges}",
+                  (f"  conversations no longer as recorded: {s['mismatched_conversations']} pairs; item descriptions "
+                   f"changed: {s['mismatched_descriptions']} pairs; non-train judgments skipped: {skipped}")]
+    return lines
 
 
 def format_train(summary: dict) -> list[str]:
