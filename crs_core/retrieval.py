@@ -1,9 +1,12 @@
-"""Stage `retrieve`: each context's top-K catalog items by embedding inner product (exact faiss search).
+"""Stage `retrieve`: each context's top-K catalog items, from content alone (no collaborative statistics).
 
-Writes `candidates/{train,valid,test}.parquet` (CANDIDATES_SCHEMA, rank 0 = most similar). Only the
-embeddings are used, no collaborative statistics, so the candidates (and everything the teacher
-labels later) come from content similarity alone. Candidate recall says how many gold targets the
-later stages can possibly see.
+`retrieval.method: dense` ranks by embedding inner product (exact faiss search). `hybrid` adds what the
+dialogue literally says (crs_core/lexical.py: genres asked for or refused, people named, films cited and
+their KG neighbours): per context, both scores over the whole catalog are standardised and summed,
+z(dense) + lexical_weight * z(lexical). With `exclude_mentioned`, films already mentioned in the context
+are never returned. Writes `candidates/{train,valid,test}.parquet` (CANDIDATES_SCHEMA, rank 0 = best;
+`similarity` is the score that ranked them). Candidate recall says how many gold targets the later
+stages can possibly see.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import numpy as np
 import pyarrow as pa
 
 from crs_core.artifacts import RunDir, fingerprint, write_table
-from crs_core.config import Config
+from crs_core.config import Config, RetrievalConfig
 from crs_core.embed import ITEMS, read_embeddings
 from crs_core.errors import ConfigError, DataError
+from crs_core.lexical import LexicalIndex
 from crs_core.prepare import SPLITS, load_prepared
-from crs_core.schema import CANDIDATES_SCHEMA, Sample
+from crs_core.schema import CANDIDATES_SCHEMA, Item, Sample
 
 OUTPUTS = tuple(f"candidates/{split}.parquet" for split in SPLITS)
+CHUNK = 1024  # contexts scored against the whole catalog at once (hybrid)
 
 
 def _gpu_resources():
@@ -55,15 +60,77 @@ def top_k_inner_product(queries: np.ndarray, items: np.ndarray, k: int,
     return scores, indices.astype(np.int64)
 
 
+def zscore_rows(scores: np.ndarray) -> np.ndarray:
+    """Each row standardised to mean 0 and standard deviation 1 (a constant row becomes all 0)."""
+    spread = scores.std(axis=1, keepdims=True)
+    return (scores - scores.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+
+
+def hybrid_scores(dense: np.ndarray, lexical: np.ndarray, lexical_weight: float) -> np.ndarray:
+    """z(dense) + lexical_weight * z(lexical) per row: the two scales never need calibrating to each other."""
+    return zscore_rows(dense) + lexical_weight * zscore_rows(lexical)
+
+
+def mask_mentioned(scores: np.ndarray, indices: np.ndarray, item_ids: np.ndarray,
+                   samples: Sequence[Sample]) -> np.ndarray:
+    """`scores` with -inf where `indices` points at a film already mentioned in that row's context."""
+    mentioned = np.array([np.isin(item_ids[row], s.context_items) for row, s in zip(indices, samples)],
+                         dtype=bool).reshape(indices.shape)
+    return np.where(mentioned, -np.inf, scores)
+
+
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, indices) of each row's k best columns, best first (ties: lower column first)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
+        np.arange(scores.shape[1]), (len(scores), 1))
+    order = np.lexsort((part, -np.take_along_axis(scores, part, axis=1)), axis=1)
+    indices = np.take_along_axis(part, order, axis=1)
+    return np.take_along_axis(scores, indices, axis=1), indices
+
+
+def retrieve(queries: np.ndarray, item_vectors: np.ndarray, items: Sequence[Item], samples: Sequence[Sample],
+             settings: RetrievalConfig, lexical: LexicalIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, indices) of each sample's top_k items under `settings`; excluded films score -inf and
+    sort last (candidates_table leaves them out). `lexical` is built from `items` when not given."""
+    item_ids = np.array([item.item_id for item in items], dtype=np.int64)
+    k = min(settings.top_k, len(item_ids))
+    if settings.method == "dense":
+        spare = max((len(s.context_items) for s in samples), default=0) if settings.exclude_mentioned else 0
+        scores, indices = top_k_inner_product(queries, item_vectors, k + spare, settings.use_gpu)
+        if settings.exclude_mentioned:
+            scores, order = top_k_rows(mask_mentioned(scores, indices, item_ids, samples), k)
+            indices = np.take_along_axis(indices, order, axis=1)
+        return scores[:, :k], indices[:, :k]
+    if lexical is None:
+        lexical = LexicalIndex(items, settings.lexical)
+    all_columns = np.arange(len(item_ids))
+    parts = []
+    for start in range(0, len(samples), CHUNK):
+        chunk = samples[start:start + CHUNK]
+        fused = hybrid_scores(queries[start:start + CHUNK] @ item_vectors.T, lexical.scores(chunk),
+                              settings.lexical_weight)
+        if settings.exclude_mentioned:
+            fused = mask_mentioned(fused, np.broadcast_to(all_columns, fused.shape), item_ids, chunk)
+        parts.append(top_k_rows(fused, k))
+    if not parts:
+        return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def candidates_table(sample_ids: Sequence[str], item_ids: np.ndarray, scores: np.ndarray,
                      indices: np.ndarray) -> pa.Table:
-    """Long format: one row per (sample, candidate), samples in input order, ranks ascending."""
+    """Long format: one row per (sample, candidate), samples in input order, ranks ascending.
+
+    Entries scoring -inf (excluded films, sorted last) are left out, so a row may hold fewer than k.
+    """
     n, k = indices.shape
+    keep = np.isfinite(scores).reshape(-1) if scores.size else np.ones(0, dtype=bool)
     return pa.table({
-        "sample_id": pa.array(np.repeat(np.asarray(sample_ids, dtype=object), k), pa.string()),
-        "item_id": pa.array(np.asarray(item_ids, dtype=np.int64)[indices].reshape(-1)),
-        "rank": pa.array(np.tile(np.arange(k, dtype=np.int32), n)),
-        "similarity": pa.array(scores.reshape(-1).astype(np.float32)),
+        "sample_id": pa.array(np.repeat(np.asarray(sample_ids, dtype=object), k)[keep], pa.string()),
+        "item_id": pa.array(np.asarray(item_ids, dtype=np.int64)[indices].reshape(-1)[keep]),
+        "rank": pa.array(np.tile(np.arange(k, dtype=np.int32), n)[keep]),
+        "similarity": pa.array(scores.reshape(-1).astype(np.float32)[keep]),
     }, schema=CANDIDATES_SCHEMA)
 
 
@@ -95,17 +162,25 @@ def run_retrieve(config: Config, run: RunDir, force: bool = False) -> dict:
     if not force and run.is_current("retrieve", fp, OUTPUTS):
         return run.summary("retrieve") | {"skipped": True}
 
-    samples = load_prepared(run.root).samples
+    data = load_prepared(run.root)
+    samples = data.samples
     item_keys, item_vectors = read_embeddings(embedding_files[0])
     item_ids = np.array([int(key) for key in item_keys], dtype=np.int64)
-    k = min(config.retrieval.top_k, len(item_ids))
-    summary: dict = {"top_k": k, "items": len(item_ids), "splits": {}}
+    if any(int(i) not in data.catalog for i in item_ids):
+        raise DataError(embedding_files[0], "keys are not the catalog's item ids: rerun the embed stage", field="key")
+    items = [data.catalog.get(int(i)) for i in item_ids]
+    settings = config.retrieval
+    lexical = LexicalIndex(items, settings.lexical) if settings.method == "hybrid" else None
+    k = min(settings.top_k, len(item_ids))
+    summary: dict = {"top_k": k, "items": len(item_ids), "method": settings.method, "splits": {}}
     start = time.perf_counter()
     for split, path in zip(SPLITS, embedding_files[1:]):
         sample_ids, queries = read_embeddings(path)
-        if sorted(sample_ids) != sorted(s.sample_id for s in samples[split]):
+        by_id = {s.sample_id: s for s in samples[split]}
+        if sorted(sample_ids) != sorted(by_id):
             raise DataError(path, f"keys do not match samples/{split}.parquet: rerun the embed stage")
-        scores, indices = top_k_inner_product(queries, item_vectors, k, config.retrieval.use_gpu)
+        ordered = [by_id[sample_id] for sample_id in sample_ids]
+        scores, indices = retrieve(queries, item_vectors, items, ordered, settings, lexical)
         table = candidates_table(sample_ids, item_ids, scores, indices)
         write_table(run.path("candidates", f"{split}.parquet"), table, CANDIDATES_SCHEMA)
         summary["splits"][split] = {"samples": len(sample_ids), **candidate_recall(table, samples[split])}

@@ -13,7 +13,8 @@ def format_embed(s: dict) -> list[str]:
 
 
 def format_retrieve(s: dict) -> list[str]:
-    lines = [f"candidate recall@{s['top_k']} (gold targets among the semantic top-{s['top_k']}; no collaborative data)",
+    lines = [f"candidate recall@{s['top_k']} (gold targets among the retrieved top-{s['top_k']}, retrieval "
+             f"{s.get('method', 'dense')}; no collaborative data)",
              f"  {'split':<6} {'all targets':>16} {'not mentioned before':>22}"]
     for split, r in s["splits"].items():
         lines.append(f"  {split:<6} {_pct(r['recall']):>8} (n={r['n']:<5}) "

@@ -1,5 +1,5 @@
 """Stages `embed` and `retrieve`: the encoder, Ray Data vs in-process equality, faiss vs brute force,
-candidate recall by hand, and stage skipping, on a tiny hand-made run directory."""
+candidate recall by hand, dense and hybrid retrieval and stage skipping, on a tiny hand-made run directory."""
 
 from __future__ import annotations
 
@@ -223,7 +223,7 @@ def test_candidate_recall_by_hand() -> None:
 # --- the stages --------------------------------------------------------------------------------------
 
 def test_stages_write_artifacts_skip_when_current_and_rerun_on_change(ray_local, tmp_path, minilm) -> None:
-    config = tiny_config(tmp_path, top_k=3)
+    config = tiny_config(tmp_path, top_k=3, method="dense", exclude_mentioned=False)
     run = write_tiny_run(config.run_dir())
 
     first = run_embed(config, run)
@@ -245,10 +245,20 @@ def test_stages_write_artifacts_skip_when_current_and_rerun_on_change(ray_local,
     assert retrieved["splits"]["valid"]["n"] == 2 and retrieved["splits"]["valid"]["n_new"] == 1
     assert run_retrieve(config, run)["skipped"]
 
-    bigger_k = tiny_config(tmp_path, top_k=50)  # capped at the 12 catalog items
+    bigger_k = tiny_config(tmp_path, top_k=50, method="dense", exclude_mentioned=False)  # capped at 12 items
     rerun = run_retrieve(bigger_k, run)
     assert not rerun["skipped"] and rerun["top_k"] == 12
     assert all(s["recall"] == 1.0 for s in rerun["splits"].values())
+
+    hybrid = tiny_config(tmp_path, top_k=50)  # the default: hybrid, films mentioned before excluded
+    rerun = run_retrieve(hybrid, run)
+    assert not rerun["skipped"] and rerun["method"] == "hybrid"
+    valid = read_table(run.path("candidates", "valid.parquet"), CANDIDATES_SCHEMA).to_pylist()
+    assert [r["item_id"] for r in valid if r["sample_id"] == "d6#2"].count(110) == 0  # d6 mentioned 110
+    assert len(valid) == 12 + 11
+    # d5's target is found; d6's target 110 was mentioned before, so it is excluded: 1/2 of all, 1/1 new.
+    assert rerun["splits"]["valid"]["recall"] == 0.5 and rerun["splits"]["valid"]["recall_new"] == 1.0
+    assert rerun["splits"]["train"]["recall"] == 1.0
 
     bigger_k.encoder.max_length = 16  # truncates the descriptions, so the vectors change
     assert not run_embed(bigger_k, run)["skipped"]
