@@ -22,8 +22,8 @@ from crs_core.encoders import DOCUMENT, KINDS, QUERY, Encoder, build_encoder
 from crs_core.errors import DataError
 from crs_core.memory import release_free_memory
 from crs_core.prepare import SPLITS, PreparedData, load_prepared
-from crs_core.schema import EMBEDDINGS_SCHEMA
-from crs_core.text import render_context
+from crs_core.schema import EMBEDDINGS_SCHEMA, Sample
+from crs_core.text import render_context, seeker_query
 
 ITEMS = "items"
 GROUPS = (ITEMS, *SPLITS)
@@ -33,13 +33,16 @@ TEXTS_SCHEMA = pa.schema([("row", pa.int64()), ("group", pa.string()), ("key", p
                           ("kind", pa.string()), ("text", pa.string())])
 
 
-def embedding_texts(data: PreparedData) -> pa.Table:
-    """One row per text to embed: catalog descriptions (documents), then each split's contexts (queries).
+def query_text(sample: Sample, seeker_turns: int | None) -> str:
+    """A context's retrieval query: the seeker's newest `seeker_turns` turns, or the whole dialogue when None
+    (the encoder then truncates it from the left, so the newest turns stay)."""
+    return render_context(sample) if seeker_turns is None else seeker_query(sample, seeker_turns)
 
-    Contexts are rendered in full; the encoder truncates them from the left, so the newest turns stay.
-    """
+
+def embedding_texts(data: PreparedData, seeker_turns: int | None = None) -> pa.Table:
+    """One row per text to embed: catalog descriptions (documents), then each split's contexts (queries)."""
     rows = [(ITEMS, str(item.item_id), DOCUMENT, item.description) for item in data.catalog.items]
-    rows += [(split, s.sample_id, QUERY, render_context(s)) for split in SPLITS for s in data.samples[split]]
+    rows += [(split, s.sample_id, QUERY, query_text(s, seeker_turns)) for split in SPLITS for s in data.samples[split]]
     return pa.Table.from_pylist(
         [{"row": i, "group": g, "key": k, "kind": kind, "text": t} for i, (g, k, kind, t) in enumerate(rows)],
         schema=TEXTS_SCHEMA,
@@ -134,7 +137,7 @@ def run_embed(config: Config, run: RunDir, force: bool = False) -> dict:
     if not force and run.is_current("embed", fp, OUTPUTS):
         return run.summary("embed") | {"skipped": True}
 
-    texts = embedding_texts(load_prepared(run.root))
+    texts = embedding_texts(load_prepared(run.root), config.encoder.query_seeker_turns)
     pool = config.encoder.pool
     start = time.perf_counter()
     matrix = embed_with_ray(texts, config.encoder, pool)

@@ -38,6 +38,14 @@ def render_context(sample: Sample, budget: int | None = None, length: Callable[[
     return separator.join(reversed(kept))
 
 
+def seeker_query(sample: Sample, turns: int) -> str:
+    """The seeker's newest `turns` turns as `User: ...` lines: what the user asked for, without the recommender's
+    suggestions and small talk (a retrieval query; the whole history when the seeker has not spoken yet)."""
+    said = [f"{SPEAKER_TAGS[role]}: {text}" for role, text in zip(sample.context_roles, sample.context)
+            if text and role != RECOMMENDER]
+    return "\n".join(said[-turns:]) if said else render_context(sample)
+
+
 def item_text(item: Item) -> str:
     """What a teacher or student reads about an item: the catalog description (title, genres, people, plot)."""
     return item.description or item.title

@@ -18,6 +18,7 @@ from crs_core.embed import (
     embed_in_process,
     embed_with_ray,
     embeddings_table,
+    query_text,
     read_embeddings,
     run_embed,
 )
@@ -47,6 +48,7 @@ from crs_core.schema import (
     items_to_table,
     samples_to_table,
 )
+from crs_core.text import render_context
 
 POOL = ActorPoolConfig(actors=2, num_cpus=0.5, batch_size=4)  # 2 x 0.5 CPU leaves a CPU for the read step
 
@@ -263,3 +265,14 @@ def test_stages_write_artifacts_skip_when_current_and_rerun_on_change(ray_local,
     bigger_k.encoder.max_length = 16  # truncates the descriptions, so the vectors change
     assert not run_embed(bigger_k, run)["skipped"]
     assert not run_retrieve(bigger_k, run)["skipped"]  # its input embeddings changed
+
+
+def test_seeker_query_keeps_the_newest_seeker_turns_only() -> None:
+    sample = Sample("s", "d", 5, ("Hi!", "What do you like?", "Horror, but no gore", "How about Us?", "Seen it",
+                                  "Something new then?", "Yes, from this year"),
+                    ("seeker", "recommender", "seeker", "recommender", "seeker", "recommender", "seeker"), ())
+    assert query_text(sample, 2) == "User: Seen it\nUser: Yes, from this year"
+    assert query_text(sample, 10) == "User: Hi!\nUser: Horror, but no gore\nUser: Seen it\nUser: Yes, from this year"
+    assert query_text(sample, None) == render_context(sample)
+    opening = Sample("o", "d", 1, ("Hello, I am your movie helper",), ("recommender",), ())
+    assert query_text(opening, 3) == "System: Hello, I am your movie helper"  # no seeker turn yet: the dialogue
