@@ -59,18 +59,40 @@ class EncoderConfig:
     instruction_format: str = "none"  # "gritlm": GritLM's <|embed|> instruction template
     query_instruction: str = "Retrieve movies that the user in this dialogue would like."
     max_length: int = 256  # tokens per text; dialogue histories keep their newest turns
+    query_seeker_turns: int | None = None  # retrieval query = the seeker's newest N turns; None: the whole dialogue
     pool: ActorPoolConfig = field(default_factory=ActorPoolConfig)
+
+
+@dataclass
+class LexicalConfig:
+    """What the dialogue literally says, for `retrieval.method: hybrid` (crs_core/lexical.py)."""
+
+    decay: float = 0.5  # a seeker turn's weight per newer seeker turn after it (1 = all turns alike)
+    recommender_turns: float = 0.3  # a recommender turn counts this share of the seeker turn answering it
+    genre: float = 1.0  # per genre said (negated: minus), times the item's share of that genre
+    person: float = 1.0  # per catalog director/star named
+    cited_person: float = 0.5  # per person shared with a film mentioned earlier
+    cited_genre: float = 0.3  # genre share with the films mentioned earlier
 
 
 @dataclass
 class RetrievalConfig:
     top_k: int = 50
-    use_gpu: bool = False  # faiss-gpu when installed (gpu extra)
+    use_gpu: bool = False  # faiss-gpu when installed (gpu extra); method "dense" only
+    method: str = "hybrid"  # "dense": embedding inner product only; "hybrid": + lexical/KG evidence
+    lexical_weight: float = 1.0  # hybrid: z(dense) + lexical_weight * z(lexical), per context
+    exclude_mentioned: bool = True  # never return films already mentioned in the context
+    lexical: LexicalConfig = field(default_factory=LexicalConfig)
 
 
 @dataclass
 class TeacherConfig:
-    kind: str = "kg"  # "kg": offline rubric over KG metadata + similarity; "openai": any OpenAI-compatible API
+    # "kg": offline rubric over KG metadata + similarity; "openai": any OpenAI-compatible API;
+    # "recorded": judgments an LLM made earlier, read from `files` (every recorded train pair is used)
+    kind: str = "kg"
+    # kind=recorded: JSONL(.gz) judgment files or globs; relative ones are under the data directory, and
+    # "{dataset}" is replaced by the dataset name
+    files: list[str] = field(default_factory=lambda: ["{dataset}/teacher/*.jsonl*"])
     base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1 for a local server
     model: str = "gpt-4o"
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable only, never from config
@@ -89,8 +111,24 @@ class TeacherConfig:
 
 
 @dataclass
+class FeatureTreesConfig:
+    """student.kind=features: scikit-learn HistGradientBoostingRegressor settings (chosen by grouped CV)."""
+
+    max_iter: int = 500
+    learning_rate: float = 0.03
+    max_leaf_nodes: int = 7
+    min_samples_leaf: int = 60
+    l2_regularization: float = 0.0
+
+
+@dataclass
 class StudentConfig:
-    kind: str = "cross_encoder"  # "cross_encoder": MiniLM + 5-way head; "llm": causal LM + LoRA, p("0".."4")
+    # "cross_encoder": MiniLM + 5-way head; "llm": causal LM + LoRA, p("0".."4");
+    # "features": gradient-boosted trees on content features, isotonic-calibrated to the 0-4 scale
+    kind: str = "cross_encoder"
+    candidates: str = "retrieved"  # pairs scored per train context: "retrieved" top-k or the whole "catalog"
+    folds: int = 5  # kind=features: grouped (by context) K-fold for out-of-fold agreement and calibration
+    trees: FeatureTreesConfig = field(default_factory=FeatureTreesConfig)
     engine: str = "hf"  # scoring engine: "hf" (transformers/peft) or "vllm" (kind=llm, gpu extra); training is HF
     model: str | None = None  # for kind=llm, e.g. google/gemma-2-9b-it
     epochs: int = 3
@@ -107,11 +145,13 @@ class StudentConfig:
 @dataclass
 class SynthesizeConfig:
     threshold: float = 3.5
+    # the tau curve (tau_curve.json/.png): expansion and out-of-fold synthetic-label precision at each value
+    curve_thresholds: list[float] = field(default_factory=lambda: [2.0 + 0.25 * k for k in range(9)])
 
 
 @dataclass
 class TrainConfig:
-    """Two-stage backbone training under Ray Train (DESIGN.md §5; reference: 10 + 5 epochs, lr 5e-5, batch 32)."""
+    """Two-stage backbone training under Ray Train (docs/training.md; reference: 10 + 5 epochs, lr 5e-5, batch 32)."""
 
     backbone: str = "minilm"  # a registered trainable Recommender (crs_core.models.MODELS)
     model: str | None = None  # the backbone's pretrained weights (HF name or folder); None: its offline default
@@ -125,6 +165,7 @@ class TrainConfig:
     num_workers: int = 1
     use_gpu: bool = False
     strategy: str = "ddp"  # "ddp" (ray.train.torch.prepare_model) | "deepspeed" (ZeRO config file below)
+    runner: str = "ray"  # "ray": a Ray Train TorchTrainer; "local": one CPU worker in this process (no start-up)
     deepspeed_config: str = "configs/deepspeed_zero2.json"
     cpus_per_worker: float = 1.0
     max_failures: int = 0
@@ -222,12 +263,18 @@ class Config:
             raise ConfigError(f"synthesize.threshold: {self.synthesize.threshold} must be in [0, 4]")
         if self.encoder.kind not in ("minilm", "hf"):
             raise ConfigError(f"encoder.kind: {self.encoder.kind!r} is not 'minilm' or 'hf'")
-        if self.teacher.kind not in ("kg", "openai"):
-            raise ConfigError(f"teacher.kind: {self.teacher.kind!r} is not 'kg' or 'openai'")
+        if self.teacher.kind not in ("kg", "openai", "recorded"):
+            raise ConfigError(f"teacher.kind: {self.teacher.kind!r} is not 'kg', 'openai' or 'recorded'")
+        if self.teacher.kind == "recorded" and not self.teacher.files:
+            raise ConfigError("teacher.files: kind 'recorded' needs at least one judgment file or glob")
         if not 0.0 <= self.teacher.max_failure_share <= 1.0:
             raise ConfigError(f"teacher.max_failure_share: {self.teacher.max_failure_share} must be in [0, 1]")
-        if self.student.kind not in ("cross_encoder", "llm"):
-            raise ConfigError(f"student.kind: {self.student.kind!r} is not 'cross_encoder' or 'llm'")
+        if self.student.kind not in ("cross_encoder", "llm", "features"):
+            raise ConfigError(f"student.kind: {self.student.kind!r} is not 'cross_encoder', 'llm' or 'features'")
+        if self.student.candidates not in ("retrieved", "catalog"):
+            raise ConfigError(f"student.candidates: {self.student.candidates!r} is not 'retrieved' or 'catalog'")
+        if self.student.folds < 2:
+            raise ConfigError(f"student.folds: {self.student.folds} must be >= 2")
         if self.student.engine not in ("hf", "vllm"):
             raise ConfigError(f"student.engine: {self.student.engine!r} is not 'hf' or 'vllm'")
         if self.student.engine == "vllm" and self.student.kind != "llm":
@@ -244,8 +291,14 @@ class Config:
             raise ConfigError(f"tune.learning_rates: {self.tune.learning_rates} must all be > 0")
         if self.tune.grace_period < 1 or self.tune.reduction_factor < 2 or self.tune.cpus_per_trial <= 0:
             raise ConfigError("tune: grace_period >= 1, reduction_factor >= 2 and cpus_per_trial > 0 are required")
+        if self.encoder.query_seeker_turns is not None and self.encoder.query_seeker_turns < 1:
+            raise ConfigError(f"encoder.query_seeker_turns: {self.encoder.query_seeker_turns} must be >= 1 or null")
         if self.retrieval.top_k < 1:
             raise ConfigError(f"retrieval.top_k: {self.retrieval.top_k} must be >= 1")
+        if self.retrieval.method not in ("dense", "hybrid"):
+            raise ConfigError(f"retrieval.method: {self.retrieval.method!r} is not 'dense' or 'hybrid'")
+        if self.retrieval.lexical_weight < 0 or not 0.0 <= self.retrieval.lexical.decay <= 1.0:
+            raise ConfigError("retrieval: lexical_weight must be >= 0 and lexical.decay in [0, 1]")
         if not self.evaluation.ks or any(k < 1 or k > self.evaluation.top_n for k in self.evaluation.ks):
             raise ConfigError(f"evaluation.ks: {self.evaluation.ks} must be in [1, evaluation.top_n]")
         self._validate_chat_sections()

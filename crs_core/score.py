@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import torch
 
 from crs_core import __version__
-from crs_core.artifacts import RunDir, fingerprint, read_table, write_table
+from crs_core.artifacts import RunDir, atomic_dir, fingerprint, read_table, write_table
 from crs_core.config import ActorPoolConfig, Config
 from crs_core.errors import ConfigError, DataError
 from crs_core.memory import release_free_memory
@@ -32,6 +32,7 @@ from crs_core.schema import (
     SAMPLES_SCHEMA,
     SCORES_SCHEMA,
     TEACHER_SCHEMA,
+    Catalog,
     Sample,
     table_to_catalog,
     table_to_samples,
@@ -66,6 +67,12 @@ def candidate_rows(candidates: pa.Table, samples: Sequence[Sample], catalog_ids:
     return [{"sample_id": s.sample_id, "context": render_context(s),
              "item_ids": [i for _, i in sorted(ranked[s.sample_id])][:max_candidates]}
             for s in samples if s.sample_id in ranked]
+
+
+def catalog_rows(samples: Sequence[Sample], catalog: Catalog) -> list[dict]:
+    """student.candidates=catalog: every catalog item for every train context (no retriever in the way)."""
+    ids = catalog.item_ids.tolist()
+    return [{"sample_id": s.sample_id, "context": render_context(s), "item_ids": ids} for s in samples]
 
 
 def _scores_table(sample_ids: list[str], item_ids: list[int], scores: np.ndarray) -> pa.Table:
@@ -184,7 +191,7 @@ def score_histogram(scores: np.ndarray) -> dict[str, int]:
 def _student_settings(config: Config) -> dict:
     """What decides the trained student (the actor pool and the scoring engine do not)."""
     student = {k: v for k, v in dataclasses.asdict(config.student).items()
-               if k not in ("pool", "max_candidates", "engine")}
+               if k not in ("pool", "max_candidates", "engine", "candidates")}
     return {"student": student, "seed": config.seed, "version": __version__}
 
 
@@ -193,11 +200,21 @@ def ensure_student(config: Config, run: RunDir, force: bool = False) -> tuple[st
     from crs_core.student.train import save_student, teacher_triplets, train_student
 
     inputs = [run.path("teacher.parquet"), run.path("items.parquet"), run.path("samples", "train.parquet")]
+    if config.student.kind == "features":
+        inputs.append(run.path("embeddings", "items.parquet"))
     fp = fingerprint(_student_settings(config), inputs)
     if not force and run.is_current("distill", fp, STUDENT_OUTPUTS):
         return fp, run.summary("distill") | {"skipped": True}
     catalog = table_to_catalog(read_table(inputs[1], ITEMS_SCHEMA))
     samples = table_to_samples(read_table(inputs[2], SAMPLES_SCHEMA))
+    if config.student.kind == "features":
+        from crs_core.student.feature_pipeline import train_feature_student
+
+        with atomic_dir(run.path(STUDENT_DIR)) as tmp:
+            summary = train_feature_student(config.student, config.seed, read_table(inputs[0], TEACHER_SCHEMA),
+                                            samples, catalog, run, Path(tmp))
+        run.mark_done("distill", fp, STUDENT_OUTPUTS, summary)
+        return fp, summary | {"skipped": False}
     triplets = teacher_triplets(read_table(inputs[0], TEACHER_SCHEMA), samples, catalog)
     scorer = build_scorer(config.student, config.seed)
     summary = {"kind": config.student.kind, **train_student(scorer, triplets, config.student, config.seed)}
@@ -211,21 +228,31 @@ def run_score(config: Config, run: RunDir, force: bool = False) -> dict:
     student_fp, student = ensure_student(config, run, force)
     inputs = [run.path(CANDIDATES), run.path("items.parquet"), run.path("samples", "train.parquet")]
     fp = fingerprint({"student": student_fp, "max_candidates": config.student.max_candidates,
-                      "engine": config.student.engine}, inputs)
+                      "engine": config.student.engine, "candidates": config.student.candidates}, inputs)
     if not force and run.is_current("score", fp, (SCORES,)):
         return run.summary("score") | {"skipped": True, "student": student}
     samples = table_to_samples(read_table(inputs[2], SAMPLES_SCHEMA))
-    catalog_ids = set(read_table(inputs[1], ITEMS_SCHEMA).column("item_id").to_pylist())
-    rows = candidate_rows(read_table(inputs[0], CANDIDATES_SCHEMA), samples, catalog_ids, config.student.max_candidates)
+    catalog = table_to_catalog(read_table(inputs[1], ITEMS_SCHEMA))
+    if config.student.candidates == "catalog":
+        rows = catalog_rows(samples, catalog)
+    else:
+        rows = candidate_rows(read_table(inputs[0], CANDIDATES_SCHEMA), samples, set(catalog.item_ids.tolist()),
+                              config.student.max_candidates)
     if not rows:
         raise DataError(inputs[0], "no candidates for any train sample")
-    parts_dir = run.path(PARTS_DIR, fp[:16])
     started = time.perf_counter()
-    table, fresh = score_with_ray(rows, run.path(STUDENT_DIR), inputs[1], config.student.pool, parts_dir,
-                                  config.student.engine)
+    if config.student.kind == "features":
+        from crs_core.student.feature_pipeline import score_feature_rows
+
+        table = _scores_table(*score_feature_rows(run.path(STUDENT_DIR), rows, samples, catalog, run))
+        table, fresh = table.sort_by([("sample_id", "ascending"), ("item_id", "ascending")]), table.num_rows
+    else:
+        parts_dir = run.path(PARTS_DIR, fp[:16])
+        table, fresh = score_with_ray(rows, run.path(STUDENT_DIR), inputs[1], config.student.pool, parts_dir,
+                                      config.student.engine)
+        shutil.rmtree(run.path(PARTS_DIR))
     seconds = time.perf_counter() - started
     write_table(run.path(SCORES), table, SCORES_SCHEMA)
-    shutil.rmtree(run.path(PARTS_DIR))
     scores = table.column("score").to_numpy()
     summary = {
         "contexts": len(rows),
@@ -234,9 +261,11 @@ def run_score(config: Config, run: RunDir, force: bool = False) -> dict:
         "resumed": table.num_rows - fresh,
         "seconds": seconds,
         "pairs_per_second": fresh / seconds if seconds > 0 and fresh else None,
-        "actors": config.student.pool.actors,
-        "engine": config.student.engine,
-        "agreement": {"mae": student.get("holdout_mae"), "spearman": student.get("holdout_spearman")},
+        "candidates": config.student.candidates,
+        "actors": 0 if config.student.kind == "features" else config.student.pool.actors,
+        "engine": "in-process (vectorised)" if config.student.kind == "features" else config.student.engine,
+        "agreement": {"mae": student.get("holdout_mae"), "spearman": student.get("holdout_spearman"),
+                      **{k: v for k, v in student.get("oof", {}).items() if k not in ("mae", "spearman")}},
         "histogram": score_histogram(scores),
     }
     run.mark_done("score", fp, (SCORES,), summary)
@@ -250,10 +279,18 @@ def _num(value: float | None) -> str:
 def format_score(summary: dict) -> str:
     """What `crs score` prints: throughput, agreement with the teacher and where the scores fall."""
     student, agree = summary["student"], summary["agreement"]
+    held = (f"out-of-fold ({student['folds']}-fold grouped by context, {student['contexts']} contexts)"
+            if "folds" in student else "held-out")
     lines = [f"student ({student['kind']}): {student['train_pairs']} training pairs, {student['failed_excluded']} failed "
-             f"teacher rows left out; held-out MAE {_num(agree['mae'])}, Spearman {_num(agree['spearman'])}",
-             f"scored {summary['pairs']:,} pairs of {summary['contexts']:,} contexts in {summary['seconds']:.1f} s "
-             f"({_num(summary['pairs_per_second'])} pairs/s, {summary['actors']} actor(s)"
-             + (f"; {summary['resumed']:,} kept from an interrupted run)" if summary.get("resumed") else ")"),
-             "score histogram: " + "  ".join(f"{k}: {v}" for k, v in summary["histogram"].items())]
+             f"teacher rows left out; {held} MAE {_num(agree['mae'])}, Spearman {_num(agree['spearman'])}"]
+    if "spearman_non_gold" in agree:
+        precision = agree["precision_relevant"]
+        lines.append(f"  Spearman on non-gold pairs {_num(agree['spearman_non_gold'])}; student calls >= 3: "
+                     f"{agree['calls_relevant']}, of which the LLM judged >= 3: {_num(precision)}")
+    lines += [
+        f"scored {summary['pairs']:,} pairs ({summary.get('candidates', 'retrieved')} candidates) of "
+        f"{summary['contexts']:,} contexts in {summary['seconds']:.1f} s ({_num(summary['pairs_per_second'])} pairs/s, "
+        + (f"{summary['actors']} actor(s)" if summary["actors"] else summary["engine"])
+        + (f"; {summary['resumed']:,} kept from an interrupted run)" if summary.get("resumed") else ")"),
+        "score histogram: " + "  ".join(f"{k}: {v}" for k, v in summary["histogram"].items())]
     return "\n".join(lines)

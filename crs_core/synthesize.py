@@ -6,14 +6,17 @@ Only stored scores are re-filtered (nothing is re-scored), so a sweep over tau c
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from crs_core import __version__
-from crs_core.artifacts import RunDir, fingerprint, read_table, write_table
+from crs_core.artifacts import RunDir, fingerprint, read_table, write_json, write_table
 from crs_core.config import Config
+from crs_core.student.feature_pipeline import OOF_FILE, OOF_SCHEMA
 from crs_core.schema import (
     SAMPLES_SCHEMA,
     SCORES_SCHEMA,
@@ -23,6 +26,9 @@ from crs_core.schema import (
 )
 
 SYNTHETIC = "synthetic.parquet"
+OOF = f"checkpoints/student/{OOF_FILE}"  # the feature student's out-of-fold predictions of the judged pairs
+TAU_CURVE = "tau_curve.json"
+TAU_PLOT = "tau_curve.png"
 PAPER_EXPANSION = {"inspired": (1404, 15891), "redial": (29810, 377313)}  # training labels before -> after
 
 
@@ -68,17 +74,78 @@ def expansion(rows: Sequence[dict], threshold: float) -> dict:
     }
 
 
+def tau_curve(samples: Sequence[Sample], scores: pa.Table, oof: pa.Table | None,
+              thresholds: Sequence[float]) -> list[dict]:
+    """Per tau: the expansion on all train contexts (stored scores) and, when the student left out-of-fold
+    predictions, the synthetic-label precision: the share of judged non-gold pairs scoring >= tau out of
+    fold that the teacher judged relevant (>= 3)."""
+    from crs_core.student.feature_scorer import synthetic_precision
+
+    curve = []
+    for tau in thresholds:
+        point = expansion(synthesize(samples, scores, tau), tau)
+        precision, chosen = (None, 0) if oof is None else synthetic_precision(
+            oof["teacher"].to_numpy(), oof["student"].to_numpy(), oof["gold"].to_numpy(), tau)
+        curve.append(point | {"precision": precision, "judged_new_positives": chosen})
+    return curve
+
+
+def plot_tau_curve(curve: Sequence[dict], path: Path, title: str, chosen: float) -> None:
+    """Expansion ratio (left axis) and synthetic-label precision (right axis) over tau, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    taus = [p["threshold"] for p in curve]
+    fig, left = plt.subplots(figsize=(7, 4.2))
+    left.plot(taus, [p["ratio"] or 0 for p in curve], "o-", color="tab:blue", label="expansion (labels after / before)")
+    left.set_xlabel("threshold tau on the student's calibrated 0-4 score")
+    left.set_ylabel("expansion ratio", color="tab:blue")
+    right = left.twinx()
+    right.plot(taus, [np.nan if p["precision"] is None else p["precision"] for p in curve], "s--", color="tab:red",
+               label="precision: share of new positives the LLM judged >= 3 (out of fold)")
+    right.set_ylabel("synthetic-label precision", color="tab:red")
+    right.set_ylim(0, 1)
+    left.axvline(chosen, color="grey", linestyle=":", label=f"configured tau {chosen:g}")
+    handles = [h for ax in (left, right) for h in ax.get_legend_handles_labels()[0]]
+    left.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper right")
+    left.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def run_synthesize(config: Config, run: RunDir, force: bool = False) -> dict:
-    """Write synthetic.parquet (SYNTHETIC_SCHEMA) unless current for these scores and this threshold."""
+    """Write synthetic.parquet (SYNTHETIC_SCHEMA) and the tau curve unless current for these scores and settings."""
     inputs = [run.path("scores.parquet"), run.path("samples", "train.parquet")]
-    fp = fingerprint({"threshold": config.synthesize.threshold, "version": __version__}, inputs)
-    if not force and run.is_current("synthesize", fp, (SYNTHETIC,)):
+    oof_path = run.path(OOF)
+    if oof_path.exists():
+        inputs.append(oof_path)
+    settings = {"threshold": config.synthesize.threshold, "curve": config.synthesize.curve_thresholds,
+                "version": __version__}
+    fp = fingerprint(settings, inputs)
+    outputs = (SYNTHETIC, TAU_CURVE, TAU_PLOT)
+    if not force and run.is_current("synthesize", fp, outputs):
         return run.summary("synthesize") | {"skipped": True}
     samples = table_to_samples(read_table(inputs[1], SAMPLES_SCHEMA))
-    rows = synthesize(samples, read_table(inputs[0], SCORES_SCHEMA), config.synthesize.threshold)
+    scores = read_table(inputs[0], SCORES_SCHEMA)
+    rows = synthesize(samples, scores, config.synthesize.threshold)
     write_table(run.path(SYNTHETIC), pa.Table.from_pylist(rows, schema=SYNTHETIC_SCHEMA), SYNTHETIC_SCHEMA)
-    summary = expansion(rows, config.synthesize.threshold)
-    run.mark_done("synthesize", fp, (SYNTHETIC,), summary)
+    oof = read_table(oof_path, OOF_SCHEMA) if oof_path.exists() else None
+    curve = tau_curve(samples, scores, oof, sorted({*config.synthesize.curve_thresholds, config.synthesize.threshold}))
+    write_json(run.path(TAU_CURVE), {"dataset": config.dataset, "scored_pairs": scores.num_rows,
+                                     "judged_pairs": None if oof is None else oof.num_rows, "curve": curve})
+    judged = "no out-of-fold judgments" if oof is None else f"{oof.num_rows:,} judged pairs out of fold"
+    plot_tau_curve(curve, run.path(TAU_PLOT), f"{config.dataset}: expansion over {scores.num_rows:,} scored pairs; "
+                   f"precision over {judged}", config.synthesize.threshold)
+    at_tau = next(p for p in curve if p["threshold"] == config.synthesize.threshold)
+    summary = expansion(rows, config.synthesize.threshold) | {
+        "precision": at_tau["precision"], "judged_new_positives": at_tau["judged_new_positives"], "curve": curve}
+    run.mark_done("synthesize", fp, outputs, summary)
     return summary | {"skipped": False}
 
 
@@ -93,4 +160,19 @@ def format_expansion(summary: dict, dataset: str) -> str:
         f"{'ours':<6} {summary['original_labels']:>9,} {summary['synthetic_labels']:>10,} {ratio:>6} "
         f"{summary['contexts_with_added']:>6,}/{summary['contexts']:<5,}",
         f"{'paper':<6} {before:>9,} {after:>10,} {after / before:>5.1f}x {'-':>12}",
+        *_curve_lines(summary),
     ])
+
+
+def _curve_lines(summary: dict) -> list[str]:
+    """The tau curve: expansion and out-of-fold precision of the new positives at each tau."""
+    curve = summary.get("curve") or []
+    if not curve:
+        return []
+    lines = [f"tau curve (precision = share of judged non-gold pairs scoring >= tau out of fold that the LLM judged "
+             f">= 3; {TAU_CURVE}, {TAU_PLOT}):", f"  {'tau':>5} {'ratio':>6} {'added':>7} {'precision':>9} {'judged':>6}"]
+    for p in curve:
+        ratio = f"{p['ratio']:.2f}x" if p["ratio"] else "-"
+        precision = "-" if p["precision"] is None else f"{p['precision']:.3f}"
+        lines.append(f"  {p['threshold']:>5g} {ratio:>6} {p['added_labels']:>7,} {precision:>9} {p['judged_new_positives']:>6}")
+    return lines

@@ -1,7 +1,7 @@
 """Stage `train`: the backbone without augmentation (baseline) and with it (stage 1 on synthetic labels,
 stage 2 on the original ones with the KL pull towards a frozen copy of stage 1), from the same code.
 
-The baseline is stage 2 with alpha = 0 and no stage 1 (DESIGN.md §5). Both end up under `models/` so
+The baseline is stage 2 with alpha = 0 and no stage 1 (docs/training.md). Both end up under `models/` so
 `crs evaluate` scores them next to Popularity and EASE under the same protocol. `train_augmented` takes
 any synthetic-label file, so ablations (e.g. self-distillation labels) train through the same path.
 """

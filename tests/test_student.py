@@ -259,7 +259,7 @@ def test_stages_skip_and_threshold_reruns_only_synthesize(ray_local, tmp_path: P
     assert not first["skipped"] and not first["student"]["skipped"] and first["pairs"] == 60
     assert first["student"]["train_pairs"] + first["student"]["holdout_pairs"] == 24
     assert sum(first["histogram"].values()) == 60
-    assert "scored 60 pairs of 6 contexts" in format_score(first)
+    assert "scored 60 pairs (retrieved candidates) of 6 contexts" in format_score(first)
     scores = read_table(run.path("scores.parquet"), SCORES_SCHEMA)
     assert scores.num_rows == 60 and 0.0 <= min(scores["score"].to_pylist()) <= max(scores["score"].to_pylist()) <= 4.0
     synth = run_synthesize(config, run)

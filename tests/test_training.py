@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from model_mixin import RecommenderTestMixin
 
 from crs_core.config import TrainConfig
-from crs_core.errors import DataError
+from crs_core.errors import ConfigError, DataError
 from crs_core.models import Recommender
 from crs_core.models.minilm import MiniLMRecommender
 from crs_core.schema import Catalog, Item, Sample
@@ -256,6 +256,25 @@ def test_ray_stage2_starts_from_stage1(stage1, tmp_path) -> None:
     assert model.score(VALID).shape == (4, len(CATALOG))
     with pytest.raises(ValueError, match="stage-1 checkpoint"):
         train_stage(config, FINETUNE, "finetune")
+
+
+def test_local_runner_trains_as_one_ray_worker_does(stage1, tmp_path) -> None:
+    """`train.runner: local` runs the same steps and seeds in-process: stage 2 from the same stage-1 checkpoint
+    gives the same per-epoch valid metrics and the same best model as a one-worker TorchTrainer run."""
+    _, _, metrics = stage1
+    init = metrics["best_checkpoint"]
+    ray_config = tiny_config(tmp_path / "ray", num_workers=1, cpus_per_worker=1.0, epochs_stage2=2)
+    local_config = tiny_config(tmp_path / "local", num_workers=1, epochs_stage2=2, runner="local")
+    ray_model, on_ray = train_stage(ray_config, FINETUNE, "finetune", init_checkpoint=init)
+    local_model, local = train_stage(local_config, FINETUNE, "finetune", init_checkpoint=init, run_dir=tmp_path / "run")
+    keys = ("train_loss", METRIC, "valid_recall@1", "valid_n")
+    np.testing.assert_allclose([[h[k] for k in keys] for h in local["history"]],
+                               [[h[k] for k in keys] for h in on_ray["history"]], atol=1e-6)
+    assert local["best_epoch"] == on_ray["best_epoch"]
+    np.testing.assert_allclose(local_model.score(VALID), ray_model.score(VALID), atol=1e-5)
+    assert (tmp_path / "run" / "checkpoints" / "stage2" / "model.json").exists()
+    with pytest.raises(ConfigError, match="runner"):
+        train_stage(tiny_config(tmp_path, runner="local", num_workers=2), FINETUNE, "finetune")
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ MODELS: dict[str, str] = {
     "popularity": "crs_core.models.popularity:Popularity",
     "ease": "crs_core.models.ease:EASE",
     "minilm": "crs_core.models.minilm:MiniLMRecommender",
+    "minilm-id": "crs_core.models.minilm:MiniLMIDRecommender",
     "barcor": "crs_core.models.barcor:BarcorRecommender",
     "llama": "crs_core.models.llama:LlamaRecommender",
     "unicrs": "crs_core.models.unicrs:UniCRSRecommender",

@@ -12,6 +12,10 @@ With `trainable_layers=0` the encoder is a fixed feature extractor: each distinc
 per batch. That is the CPU profile's setting (configs/inspired.yaml): it makes the two stages minutes, not
 hours, on 2 cores; a GPU cluster trains the whole encoder (`trainable_layers: null`).
 
+`minilm-id` (MiniLMIDRecommender) is the same model with an ID item head: the item matrix starts as seeded
+random unit vectors instead of description embeddings, like BARCOR's item classifier, so everything the head
+knows about an item comes from the training labels.
+
 Saved as the base layout (model.json, item_ids.npy, item_matrix/item_bias/log_scale .npy) plus
 `encoder/` (HF `save_pretrained` safetensors and tokenizer), all renamed into place at once.
 """
@@ -140,9 +144,13 @@ class MiniLMRecommender(TorchRecommender):
             layer.requires_grad_(True)
 
     def initialise(self, catalog: Catalog) -> None:
-        """Fresh weights for `catalog`: the pretrained encoder and an item head of its item embeddings."""
+        """Fresh weights for `catalog`: the pretrained encoder and a new item head (`_initial_item_matrix`)."""
         encoder, tokenizer = self._pretrained()
         self._bind_catalog(catalog)
+        self._attach(encoder, tokenizer, self._initial_item_matrix(encoder, tokenizer, catalog))
+
+    def _initial_item_matrix(self, encoder: torch.nn.Module, tokenizer: Any, catalog: Catalog) -> torch.Tensor:
+        """(n_items, hidden) rows: the normalised encoder embeddings of the item descriptions."""
         texts = [item_text(item) for item in catalog.items]
         encoder.eval()
         rows = []
@@ -153,8 +161,7 @@ class MiniLMRecommender(TorchRecommender):
                                   max_length=self.max_length, return_tensors="pt")
                 hidden = encoder(**batch).last_hidden_state
                 rows.append(torch.nn.functional.normalize(mean_pool(hidden.float(), batch["attention_mask"]), dim=-1))
-        hidden_size = int(encoder.config.hidden_size)
-        self._attach(encoder, tokenizer, torch.cat(rows) if rows else torch.zeros(0, hidden_size))
+        return torch.cat(rows) if rows else torch.zeros(0, int(encoder.config.hidden_size))
 
     # --- training and scoring -------------------------------------------------------------------
 
@@ -233,3 +240,18 @@ class MiniLMRecommender(TorchRecommender):
         model._attach(_drop_pooler(encoder), tokenizer, torch.from_numpy(model._head["item_matrix"]), model._head)
         model._head = None
         return model
+
+
+class MiniLMIDRecommender(MiniLMRecommender):
+    """The same context encoder with an ID item head, as BARCOR's: the item vectors start as seeded random
+    unit vectors, so the head knows nothing about item text and learns each item from its labels alone.
+    This is the setting where extra positive labels should matter most (a text head already ranks by
+    description similarity before training)."""
+
+    name = "minilm-id"
+
+    def _initial_item_matrix(self, encoder: torch.nn.Module, tokenizer: Any, catalog: Catalog) -> torch.Tensor:
+        """(n_items, hidden) independent N(0, 1) rows drawn from `seed`, normalised like the text head's rows."""
+        generator = torch.Generator().manual_seed(self.seed)
+        rows = torch.randn(len(catalog), int(encoder.config.hidden_size), generator=generator)
+        return torch.nn.functional.normalize(rows, dim=-1)

@@ -4,7 +4,9 @@ The teacher LLM labels only a sample of pairs; a student fine-tuned on those lab
 Every student predicts a distribution over the five relevance levels and reports its expected value,
 so a threshold such as 3.5 means "confidently between relevant and perfect", not one arg-max level.
 
-Kinds: `cross_encoder` (offline default, `CrossEncoderScorer`) and `llm` (cluster path, `LLMScorer`).
+Kinds: `cross_encoder` (`CrossEncoderScorer`) and `llm` (cluster path, `LLMScorer`) read text pairs; `features`
+(`feature_scorer.FeatureScorer`, the offline default) reads content features of whole contexts x items, so it is
+built, trained and scored by `feature_pipeline`, not through `build_scorer`/`load_scorer`.
 """
 
 from __future__ import annotations
@@ -125,6 +127,9 @@ def build_scorer(config: StudentConfig, seed: int) -> StudentScorer:
             raise ValueError("student.kind=llm needs student.model (an HF causal LM name or local path)")
         return LLMScorer.from_pretrained(config.model, max_length=config.max_length, lora_r=config.lora_r,
                                          lora_alpha=config.lora_alpha)
+    if config.kind == "features":
+        raise ValueError("student.kind=features scores features, not text pairs: use "
+                         "crs_core.student.feature_pipeline.train_feature_student")
     raise ValueError(f"unknown student kind {config.kind!r}")
 
 
@@ -139,4 +144,6 @@ def load_scorer(path: Path) -> StudentScorer:
         from crs_core.student.llm_scorer import LLMScorer
 
         return LLMScorer.load(path)
+    if kind == "features":
+        raise ValueError(f"{Path(path) / META_FILE}: a feature student; load it with FeatureScorer.load")
     raise ValueError(f"{Path(path) / META_FILE}: unknown student kind {kind!r}")

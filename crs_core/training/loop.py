@@ -57,6 +57,7 @@ from crs_core.training.steps import (
 )
 
 STRATEGIES = ("ddp", "deepspeed")
+RUNNERS = ("ray", "local")  # local: crs_core.training.local, in this process
 MODEL_DIR = "model"
 PROGRESS_FILE = "progress.json"
 STATE_FILE = "train_state.pt"
@@ -219,6 +220,11 @@ def check_train_config(config: TrainConfig) -> None:
     problems = []
     if config.strategy not in STRATEGIES:
         problems.append(f"strategy: {config.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if config.runner not in RUNNERS:
+        problems.append(f"runner: {config.runner!r} is not one of {', '.join(RUNNERS)}")
+    elif config.runner == "local" and (config.num_workers != 1 or config.strategy != "ddp" or config.use_gpu):
+        problems.append("runner: 'local' trains one CPU worker with strategy ddp; use runner 'ray' for "
+                        f"num_workers {config.num_workers}, strategy {config.strategy}, use_gpu {config.use_gpu}")
     for key in ("epochs_stage1", "epochs_stage2", "batch_size", "max_length", "num_workers"):
         if getattr(config, key) < 1:
             problems.append(f"{key}: {getattr(config, key)} must be >= 1")
@@ -291,8 +297,12 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
                 "init": init_checkpoint.path if init_checkpoint is not None else None}
     name = name or f"{stage_dir}-{fingerprint(identity)}"
     epochs = train_config.epochs_stage1 if stage == "pretrain" else train_config.epochs_stage2
-    loop_config |= {"epochs": epochs, "init_checkpoint": init_checkpoint, "data": ray.put(data)}
     selected_by = selection_key(train_config.backbone)
+    if train_config.runner == "local":
+        return _finish_stage(*_run_locally(loop_config | {"epochs": epochs}, data, Path(storage).resolve() / name,
+                                           selected_by, init_checkpoint),
+                             train_config, stage, name, epochs, run_dir)
+    loop_config |= {"epochs": epochs, "init_checkpoint": init_checkpoint, "data": ray.put(data)}
     trainer = TorchTrainer(
         train_func,
         train_loop_config=loop_config,
@@ -311,10 +321,30 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
     with best.as_directory() as directory:
         model = load_model(Path(directory) / MODEL_DIR, catalog=data.catalog)
         progress = json.loads((Path(directory) / PROGRESS_FILE).read_text())
-    metrics = {"stage": stage, "run_name": name, "run_path": result.path, "best_checkpoint": best.path,
+    return _finish_stage(model, result.path, best.path, progress, result.return_value or [], train_config, stage,
+                         name, epochs, run_dir)
+
+
+def _run_locally(loop_config: dict[str, Any], data: TrainingData, run_path: Path, selected_by: str,
+                 init_checkpoint: Any) -> tuple[Recommender, str, str, dict[str, Any], list[dict[str, float]]]:
+    """`train.runner: local`: the stage in this process (crs_core.training.local), no Ray Train worker group."""
+    from crs_core.training.local import run_stage_locally
+
+    init_dir = None if init_checkpoint is None else Path(init_checkpoint.path)
+    model, best_dir, history = run_stage_locally(loop_config | {"init_checkpoint": init_dir}, data, run_path,
+                                                 selected_by, initial_model)
+    progress = json.loads((best_dir / PROGRESS_FILE).read_text())
+    return model, str(run_path), str(best_dir), progress, history
+
+
+def _finish_stage(model: Recommender, run_path: str, best_path: str, progress: dict[str, Any],
+                  history: list[dict[str, float]], train_config: TrainConfig, stage: str, name: str, epochs: int,
+                  run_dir: Path | None) -> tuple[Recommender, dict[str, Any]]:
+    """The stage's metrics (and, with `run_dir`, its best model under checkpoints/), whichever runner trained it."""
+    stage_dir = STAGE_DIRS[stage]
+    metrics = {"stage": stage, "run_name": name, "run_path": run_path, "best_checkpoint": best_path,
                "best_epoch": progress["epoch"], "best": progress["metrics"], "epochs": epochs,
-               "selected_by": selection_rule(train_config.backbone),
-               "history": result.return_value or []}
+               "selected_by": selection_rule(train_config.backbone), "history": history}
     if run_dir is not None:
         model.save(Path(run_dir) / "checkpoints" / stage_dir)
         write_json(Path(run_dir) / "checkpoints" / f"{stage_dir}.json", metrics)
