@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from crs_core.schema import Catalog, Item, Sample, SCORES_SCHEMA
+from crs_core.errors import ConfigError
+from crs_core.schema import SCORES_SCHEMA, Catalog, Item, Sample
 from crs_core.student.feature_scorer import FeatureScorer, fidelity, grouped_folds, synthetic_precision
 from crs_core.student.features import FEATURE_NAMES, context_side, item_side, pair_features
 from crs_core.synthesize import tau_curve
@@ -105,7 +106,7 @@ def test_feature_student_fits_saves_loads_and_scores(tmp_path: Path) -> None:
     loaded = FeatureScorer.load(tmp_path)
     np.testing.assert_array_equal(loaded.predict(x[:20]), scorer.predict(x[:20]))
     assert loaded.feature_names == FEATURE_NAMES and loaded.params == params
-    with pytest.raises(ValueError, match="cannot be split"):
+    with pytest.raises(ConfigError, match="student.folds: 4 folds need at least 4 judged contexts"):
         FeatureScorer(FEATURE_NAMES, params).fit(x[:16], y[:16], groups[:16], folds=4, seed=0)
 
 

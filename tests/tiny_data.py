@@ -61,6 +61,7 @@ def make_inspired(root: Path) -> Path:
 # `--set` overrides that make every augmentation stage take seconds on the tiny tree (real models, tiny sizes).
 TINY_AUGMENT = [
     "teacher.kind=kg",  # the tiny data tree has no recorded judgments
+    "student.folds=2",  # a handful of judged contexts
     "retrieval.top_k=3",
     "teacher.contexts=10",
     "teacher.candidates_per_context=3",

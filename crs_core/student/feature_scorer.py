@@ -22,6 +22,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import GroupKFold
 
+from crs_core.errors import ConfigError
 from crs_core.student import META_FILE, NUM_LEVELS, read_meta, write_meta
 
 MODEL_FILE = "model.pkl"
@@ -80,7 +81,8 @@ class FeatureScorer:
     def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
         """Fit on every pair; returns the CALIBRATED out-of-fold predictions (what the reported numbers use)."""
         if len(np.unique(groups)) < folds:
-            raise ValueError(f"{len(np.unique(groups))} judged contexts cannot be split into {folds} folds")
+            raise ConfigError(f"student.folds: {folds} folds need at least {folds} judged contexts, the teacher "
+                              f"rated pairs of {len(np.unique(groups))}: lower student.folds or label more contexts")
         oof_raw = self.cross_validate(x, y, groups, folds, seed)
         self.calibration = IsotonicRegression(y_min=0.0, y_max=NUM_LEVELS - 1, out_of_bounds="clip").fit(oof_raw, y)
         self.model = self._trees(seed).fit(x, y)
