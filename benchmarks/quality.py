@@ -72,13 +72,15 @@ def self_distill_labels(model, samples, catalog, per_context: int) -> list[dict]
 
 def evaluate(model, data, config) -> tuple[dict, dict]:
     """Test metrics under the protocol, and the per-(sample, target) hits at KS for the paired bootstrap."""
-    from crs_core.evaluation import evaluate_rankings, rank_catalog
+    from crs_core.evaluation import evaluate_scores, rank_catalog
     from crs_core.evaluation.paired import pair_hits
 
     samples, top_n = data.samples["test"], config.evaluation.top_n
-    rankings = rank_catalog(model.score(samples), data.catalog, top_n)
-    return (evaluate_rankings(rankings, samples, ks=config.evaluation.ks, top_n=top_n),
-            pair_hits(rankings, samples, KS, top_n))
+    scores = model.score(samples)
+    # metrics as `crs evaluate` reports them (tied rows: the mean over random tie orders); the bootstrap's hits
+    # use the catalog-order ranking, which equals it for the trained models (their scores do not tie)
+    return (evaluate_scores(scores, samples, data.catalog, ks=config.evaluation.ks, top_n=top_n),
+            pair_hits(rank_catalog(scores, data.catalog, top_n), samples, KS, top_n))
 
 
 def trained_variants(config, run, data, per_context: int, teachers: list[str],
