@@ -131,6 +131,16 @@ class LocalLLMServer:
         self._log_file.unlink(missing_ok=True)
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+    """Answer a request of a test server's handler with `body` as JSON."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class ScriptedServer:
     """A real HTTP server on 127.0.0.1 that answers chat requests with scripted statuses, in order.
 
@@ -155,12 +165,7 @@ class ScriptedServer:
                                     "choices": [{"index": 0, "finish_reason": "stop",
                                                  "message": {"role": "assistant", "content": step}}],
                                     "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}, 200
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -10,6 +10,7 @@ from pathlib import Path
 from threading import Thread
 
 import pytest
+from llm_server import send_json
 from test_teacher import CATALOG, make_run
 
 from crs_core.artifacts import read_table
@@ -48,12 +49,7 @@ class JudgeServer:
                              "role": "assistant", "content": answers[title]}}],
                          "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
                                    "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}}
-                data = json.dumps(reply).encode()
-                self.send_response(200 if self.path == "/v1/chat/completions" else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, 200 if self.path == "/v1/chat/completions" else 404, reply)
 
             def log_message(self, *args: object) -> None:
                 pass

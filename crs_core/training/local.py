@@ -18,6 +18,7 @@ from typing import Any
 from crs_core.artifacts import atomic_dir, write_json
 from crs_core.models import Recommender, load_model
 from crs_core.training.data import TrainingData, epoch_indices, iter_batches, labelled
+from crs_core.training.loop import MODEL_DIR, PROGRESS_FILE, initial_model
 from crs_core.training.steps import (
     TrainableRecommender,
     build_optimizer,
@@ -31,16 +32,12 @@ from crs_core.training.steps import (
     validate,
 )
 
-MODEL_DIR = "model"
-PROGRESS_FILE = "progress.json"
 BEST_DIR = "best"
 
 
-def run_stage_locally(loop_config: dict[str, Any], data: TrainingData, run_path: Path, selected_by: str,
-                      initial_model) -> tuple[Recommender, Path, list[dict[str, float]]]:
-    """Train one stage as rank 0 of a one-worker run would; returns (best model, its checkpoint dir, history).
-
-    `initial_model` is loop.initial_model (passed in to keep one definition of how a stage's weights start)."""
+def run_stage_locally(loop_config: dict[str, Any], data: TrainingData, run_path: Path,
+                      selected_by: str) -> tuple[Recommender, Path, list[dict[str, float]]]:
+    """Train one stage as rank 0 of a one-worker run would; returns (best model, its checkpoint dir, history)."""
     import torch
 
     stage, seed, alpha, epochs, batch_size = (loop_config[k] for k in ("stage", "seed", "alpha", "epochs",

@@ -332,7 +332,7 @@ def _run_locally(loop_config: dict[str, Any], data: TrainingData, run_path: Path
 
     init_dir = None if init_checkpoint is None else Path(init_checkpoint.path)
     model, best_dir, history = run_stage_locally(loop_config | {"init_checkpoint": init_dir}, data, run_path,
-                                                 selected_by, initial_model)
+                                                 selected_by)
     progress = json.loads((best_dir / PROGRESS_FILE).read_text())
     return model, str(run_path), str(best_dir), progress, history
 
