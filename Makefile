@@ -31,9 +31,11 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
+	$(VENV)/bin/crs data fetch inspired
 	$(VENV)/bin/crs run --dataset inspired
 
 demo-redial: $(STAMP)
+	$(VENV)/bin/crs data fetch redial
 	$(VENV)/bin/crs run --dataset redial
 
 clean:

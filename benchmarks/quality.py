@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from crs_core.registry import dataset_config
 from crs_core.quality_report import BASE, KS, dataset_label, paired_differences, plot, render
 
 HERE = Path(__file__).resolve().parent
@@ -239,13 +240,13 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     backbones = args.backbones.split(",")
     teachers = [t for t in args.teachers.split(",") if t]
-    config_file = REPO / "configs" / f"{args.dataset}.yaml"
+    config_file = dataset_config(args.dataset)
     switches = [f"{section}.enabled=true" for section, on in (("zero_shot", args.zero_shot),
                                                                ("simulate", args.simulate)) if on]
 
     def load(extra: list[str], suffix: str = ""):
-        return load_config([config_file] if config_file.exists() else [], [*args.set, *switches, *extra],
-                           base={"dataset": args.dataset, "run_id": args.run_id + suffix})
+        return load_config([config_file], [*args.set, *switches, *extra],
+                           flags={"dataset": args.dataset, "run_id": args.run_id + suffix})
 
     try:  # before any stage runs: bad settings (e.g. an LLM row without an endpoint) are refused here
         backbone_sets = parse_backbone_sets(args.backbone_set, backbones)

@@ -11,14 +11,17 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from crs_core.data.fetch import default_data_dir
 from crs_core.errors import ConfigError
+from crs_core.registry import DATASET_NAME
 
-DATASETS = ("inspired", "redial")
+DATA_FORMATS = ("inspired", "redial", "jsonl")  # the published INSPIRED/ReDial files, or docs/data.md's JSONL
 DATA_DIR_ENV = "CRS_DATA_DIR"
 
 
@@ -31,9 +34,23 @@ class RayConfig:
 
 @dataclass
 class DataConfig:
+    """How to read the dataset and how to name it: the registry entry of crs_core/registry.py (docs/data.md)."""
+
+    format: str | None = None  # "inspired" | "redial" | "jsonl"; None: the dataset's name if built in, else "jsonl"
+    label: str | None = None  # its name in tables and figures; None: the dataset name
+    note: str | None = None  # one line printed with the label, e.g. what part of the data is missing
+    paper_train_labels: int | None = None  # the paper's training labels before / after augmentation, if published
+    paper_augmented_labels: int | None = None
+    catalog: str = "{dataset}/catalog.jsonl"  # format jsonl: the items (under the data directory)
+    dialogues: str = "{dataset}/dialogues.jsonl"  # format jsonl: "{split}" in the name = one file per split
+    test_fraction: float = 0.1  # format jsonl, dialogues without a "split" field: the share held out for test
+    require_context_entity: bool = False  # a sample needs an item or entity mentioned before it (ReDial's rule)
     redial_valid: str = "random"  # "random": CFCRS's 10% shuffle of our train pool; "cfcrs": their valid file
     valid_fraction: float = 0.1
     valid_seed: int = 42
+
+    def resolved_format(self, dataset: str) -> str:
+        return self.format or (dataset if dataset in DATA_FORMATS[:2] else "jsonl")
 
 
 @dataclass
@@ -166,7 +183,7 @@ class TrainConfig:
     use_gpu: bool = False
     strategy: str = "ddp"  # "ddp" (ray.train.torch.prepare_model) | "deepspeed" (ZeRO config file below)
     runner: str = "ray"  # "ray": a Ray Train TorchTrainer; "local": one CPU worker in this process (no start-up)
-    deepspeed_config: str = "configs/deepspeed_zero2.json"
+    deepspeed_config: str = "deepspeed_zero2.json"  # a file path, or the name of a packaged config
     cpus_per_worker: float = 1.0
     max_failures: int = 0
     trainable_layers: int | None = None  # top encoder layers to train (None: all; 0: item head only)
@@ -251,8 +268,12 @@ class Config:
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
 
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"dataset: {self.dataset!r} is not one of {', '.join(DATASETS)}")
+        if not DATASET_NAME.match(self.dataset):
+            raise ConfigError(f"dataset: {self.dataset!r} is not a valid name (lower-case letters, digits, '_-.')")
+        if self.data.format is not None and self.data.format not in DATA_FORMATS:
+            raise ConfigError(f"data.format: {self.data.format!r} is not one of {', '.join(DATA_FORMATS)}")
+        if not 0.0 < self.data.valid_fraction + self.data.test_fraction < 1.0 or self.data.test_fraction < 0:
+            raise ConfigError("data: valid_fraction + test_fraction must be in (0, 1), test_fraction >= 0")
         if self.data.redial_valid not in ("random", "cfcrs"):
             raise ConfigError(f"data.redial_valid: {self.data.redial_valid!r} is not 'random' or 'cfcrs'")
         if not 0.0 < self.data.valid_fraction < 1.0:
@@ -322,11 +343,22 @@ class Config:
     def resolved_data_dir(self) -> Path:
         value = self.data_dir or os.environ.get(DATA_DIR_ENV)
         if not value:
-            raise ConfigError(f"no data directory: set {DATA_DIR_ENV} or data_dir (e.g. --set data_dir=../shared/data)")
+            fetched = default_data_dir()
+            if fetched.is_dir():
+                return fetched
+            fetch = (f"run `crs data fetch {self.dataset}` (stores it in {fetched}), or "
+                     if self.data.resolved_format(self.dataset) != "jsonl" else "")
+            raise ConfigError(f"no data directory: {fetch}set {DATA_DIR_ENV} or data_dir "
+                              "(e.g. --set data_dir=../shared/data; your own datasets: docs/data.md)")
         path = Path(value).expanduser()
         if not path.is_dir():
             raise ConfigError(f"data_dir: {path} is not a directory")
         return path
+
+    def dataset_label(self) -> str:
+        """The dataset's name in tables and figures, with its note (e.g. what part of it is missing)."""
+        label = self.data.label or self.dataset
+        return f"{label} ({self.data.note})" if self.data.note else label
 
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.dataset / self.run_id
@@ -390,20 +422,24 @@ def parse_override(text: str) -> dict:
     return nested
 
 
-def load_config(files: list[Path] = (), overrides: list[str] = (), base: dict | None = None) -> Config:
-    """Build a Config from defaults, then `base` (e.g. CLI flags), then YAML files, then `--set` overrides."""
+def load_config(files: list[Path | Traversable] = (), overrides: list[str] = (), base: dict | None = None,
+                flags: dict | None = None) -> Config:
+    """Build a Config from defaults, then `base`, then YAML files, then `flags` (the command line's own options,
+    which beat any file), then `--set` overrides."""
     config = Config()
     if base:
         _merge(config, base, "command line")
     for path in files:
-        path = Path(path)
-        if not path.exists():
+        path = Path(path) if isinstance(path, str) else path
+        if not path.is_file():
             raise ConfigError(f"config file {path} not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         _merge(config, data, str(path))
+    if flags:
+        _merge(config, flags, "command line")
     for text in overrides:
         _merge(config, parse_override(text), f"--set {text}")
     config.validate()

@@ -10,7 +10,7 @@ import pyarrow as pa
 from crs_core import __version__
 from crs_core.artifacts import RunDir, fingerprint, read_table, write_json, write_table
 from crs_core.config import Config
-from crs_core.data import inspired, redial
+from crs_core.data import inspired, jsonl, redial
 from crs_core.data.dialogue import Dialogue, MentionStats, build_samples
 from crs_core.data.kg import KnowledgeGraph, load_catalog
 from crs_core.schema import (
@@ -26,7 +26,6 @@ from crs_core.schema import (
 
 SPLITS = ("train", "valid", "test")
 ITEM_SETS_SCHEMA = pa.schema([pa.field("dialog_id", pa.string(), False), pa.field("items", pa.list_(pa.int64()), False)])
-PAPER_TRAIN_LABELS = {"inspired": 1404, "redial": 29810}
 OUTPUTS = ("items.parquet", *(f"samples/{s}.parquet" for s in SPLITS), "item_sets.parquet")
 
 
@@ -37,14 +36,47 @@ class PreparedData:
     item_sets: list[list[int]]
 
 
-def _dataset_files(dataset: str, data_dir: Path) -> list[Path]:
-    root = data_dir / dataset
-    return sorted(p for p in root.rglob("*") if p.is_file())
+def _dataset_files(config: Config, data_dir: Path) -> list[Path]:
+    """Every file the dataset's loader may read (its whole folder, plus a JSONL dataset's named files)."""
+    root = data_dir / config.dataset
+    files = {p for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
+    if config.data.resolved_format(config.dataset) == "jsonl":
+        names = [_jsonl_name(config.data.catalog, config.dataset)]
+        dialogues = _jsonl_name(config.data.dialogues, config.dataset)
+        names += [dialogues.format(split=s) for s in SPLITS] if "{split}" in dialogues else [dialogues]
+        files |= {data_dir / name for name in names if (data_dir / name).is_file()}
+    return sorted(files)
 
 
-def _load_dialogues(config: Config, data_dir: Path, kg: KnowledgeGraph, movie_to_item: dict[str, int]):
-    if config.dataset == "inspired":
-        return {split: inspired.load_split(data_dir, split, kg) for split in SPLITS}, []
+def _loader_settings(config: Config) -> dict:
+    """The `data` settings that change what is read (not the label, note or paper counts)."""
+    shown = {"label", "note", "paper_train_labels", "paper_augmented_labels"}
+    return {k: v for k, v in config.data.__dict__.items() if k not in shown}
+
+
+def _jsonl_name(template: str, dataset: str) -> str:
+    return template.replace("{dataset}", dataset)
+
+
+@dataclass
+class LoadedDataset:
+    items: list
+    dialogues: dict[str, list[Dialogue]]
+    item_sets: list
+    sources: dict[str, str]
+
+
+def _load_inspired(config: Config, data_dir: Path) -> LoadedDataset:
+    kg = KnowledgeGraph.load(data_dir / "inspired" / "kg")
+    items, _ = load_catalog(data_dir / "inspired" / "kg" / "id2info_inspired.json", kg)
+    dialogues = {split: inspired.load_split(data_dir, split, kg) for split in SPLITS}
+    sources = {split: str(inspired.source_file(data_dir, split).relative_to(data_dir)) for split in SPLITS}
+    return LoadedDataset(items, dialogues, [], sources)
+
+
+def _load_redial(config: Config, data_dir: Path) -> LoadedDataset:
+    kg = KnowledgeGraph.load(data_dir / "redial" / "kg")
+    items, movie_to_item = load_catalog(data_dir / "redial" / "kg" / "id2info.json.gz", kg)
     resolver = redial.MentionResolver(kg, movie_to_item)
     pool = redial.load_train_pool(data_dir, kg, resolver)
     if config.data.redial_valid == "cfcrs":
@@ -54,12 +86,24 @@ def _load_dialogues(config: Config, data_dir: Path, kg: KnowledgeGraph, movie_to
     else:
         train, valid = redial.split_train_valid(pool, config.data.valid_fraction, config.data.valid_seed)
     test = redial.load_test(data_dir, kg, resolver)
-    dialogues = {"train": train, "valid": valid, "test": test}
     item_sets = []
     if config.baselines.ease_use_kascrs:
         held_out = {d.dialog_id for d in valid + test}
         item_sets = redial.load_kascrs_item_sets(data_dir, movie_to_item, exclude=held_out)
-    return dialogues, item_sets
+    return LoadedDataset(items, {"train": train, "valid": valid, "test": test}, item_sets, {})
+
+
+def _load_jsonl(config: Config, data_dir: Path) -> LoadedDataset:
+    data = config.data
+    dialogues_name = _jsonl_name(data.dialogues, config.dataset)
+    dataset = jsonl.load_dataset(data_dir, _jsonl_name(data.catalog, config.dataset), dialogues_name,
+                                 data.valid_fraction, data.test_fraction, data.valid_seed)
+    sources = {split: dialogues_name.format(split=split) if "{split}" in dialogues_name else dialogues_name
+               for split in SPLITS}
+    return LoadedDataset(dataset.items, dataset.dialogues, [], sources)
+
+
+LOADERS = {"inspired": _load_inspired, "redial": _load_redial, "jsonl": _load_jsonl}
 
 
 def _split_counts(dialogues: list[Dialogue], samples: list[Sample]) -> dict:
@@ -80,37 +124,34 @@ def prepare(config: Config, force: bool = False) -> dict:
     """Build the run directory's data artifacts; skipped when inputs and settings are unchanged."""
     data_dir = config.resolved_data_dir()
     run = RunDir(config.run_dir())
-    settings = {"dataset": config.dataset, "data": config.data.__dict__, "version": __version__,
+    settings = {"dataset": config.dataset, "data": _loader_settings(config), "version": __version__,
                 "kascrs": config.baselines.ease_use_kascrs}
-    fp = fingerprint(settings, _dataset_files(config.dataset, data_dir))
+    fp = fingerprint(settings, _dataset_files(config, data_dir))
     if not force and run.is_current("prepare", fp, OUTPUTS):
         return run.summary("prepare") | {"skipped": True}
 
-    kg_dir = data_dir / config.dataset / "kg"
-    kg = KnowledgeGraph.load(kg_dir)
-    id2info = kg_dir / ("id2info_inspired.json" if config.dataset == "inspired" else "id2info.json.gz")
-    items, movie_to_item = load_catalog(id2info, kg)
-    dialogues, item_sets = _load_dialogues(config, data_dir, kg, movie_to_item)
+    loaded = LOADERS[config.data.resolved_format(config.dataset)](config, data_dir)
+    items, dialogues, item_sets = loaded.items, loaded.dialogues, loaded.item_sets
 
     summary: dict = {"dataset": config.dataset, "items": len(items), "splits": {}}
     write_table(run.path("items.parquet"), items_to_table(items), ITEMS_SCHEMA)
     for split in SPLITS:
         samples = build_samples(
             dialogues[split],
-            require_context_entity=config.dataset == "redial",
+            require_context_entity=config.data.require_context_entity,
             drop_repeated_targets=split == "train",
         )
         write_table(run.path("samples", f"{split}.parquet"), samples_to_table(samples), SAMPLES_SCHEMA)
         summary["splits"][split] = _split_counts(dialogues[split], samples)
-        if config.dataset == "inspired":
-            summary["splits"][split]["source"] = str(inspired.source_file(data_dir, split).relative_to(data_dir))
+        if split in loaded.sources:
+            summary["splits"][split]["source"] = loaded.sources[split]
     write_table(run.path("item_sets.parquet"),
                 pa.Table.from_pylist([{"dialog_id": d, "items": i} for d, i in item_sets], schema=ITEM_SETS_SCHEMA),
                 ITEM_SETS_SCHEMA)
     summary["item_sets"] = len(item_sets)
     summary["train_labels"] = summary["splits"]["train"]["pairs"]
-    summary["paper_train_labels"] = PAPER_TRAIN_LABELS[config.dataset]
-    summary["partial"] = config.dataset == "redial"
+    summary["label"] = config.dataset_label()
+    summary["paper_train_labels"] = config.data.paper_train_labels
     write_json(run.path("prepare_summary.json"), summary)
     run.mark_done("prepare", fp, OUTPUTS, summary)
     return summary | {"skipped": False}
@@ -127,7 +168,7 @@ def load_prepared(run_dir: Path) -> PreparedData:
 
 def format_summary(summary: dict) -> str:
     """The counts `crs prepare` prints, next to the paper's training label count."""
-    lines = [f"dataset: {summary['dataset']}" + (" (ReDial-PARTIAL: ~20% of train dialogues have text)" if summary["partial"] else ""),
+    lines = [f"dataset: {summary.get('label', summary['dataset'])}",
              f"catalog items: {summary['items']}",
              f"{'split':<6} {'dialogues':>9} {'samples':>8} {'pairs':>7} {'new pairs':>9} {'mentions':>8} {'unmapped':>8}"]
     for split in SPLITS:
@@ -138,8 +179,9 @@ def format_summary(summary: dict) -> str:
     sources = {split: summary["splits"][split].get("source") for split in SPLITS}
     if any(sources.values()):
         lines.append("read from: " + ", ".join(f"{split} {source}" for split, source in sources.items()))
-    lines.append(f"training labels (repeated targets dropped): {summary['train_labels']} "
-                 f"(paper: {summary['paper_train_labels']}{', full ReDial' if summary['partial'] else ''})")
+    paper = summary.get("paper_train_labels")
+    lines.append(f"training labels (repeated targets dropped): {summary['train_labels']}"
+                 + (f" (paper: {paper})" if paper is not None else ""))
     if summary.get("item_sets"):
         lines.append(f"extra item sets for collaborative baselines (KASCRS, valid/test excluded): {summary['item_sets']}")
     return "\n".join(lines)

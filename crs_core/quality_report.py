@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from crs_core.config import load_config
 from crs_core.evaluation.paired import paired_bootstrap
+from crs_core.registry import dataset_config
 
 KS = (1, 10, 50)
 VARIANTS = ("removed", "not_removed")
@@ -117,7 +119,8 @@ def render_simulated(simulated: dict[str, list[dict]], meta: dict) -> list[str]:
 
 
 def dataset_label(dataset: str) -> str:
-    return "ReDial-PARTIAL (about 20% of the train dialogues have text)" if dataset == "redial" else "INSPIRED"
+    """The label and note of the dataset's registry entry."""
+    return load_config([dataset_config(dataset)]).dataset_label()
 
 
 def render(dataset: str, rows: dict[str, list[dict]], seeds: list[int], meta: dict,
@@ -146,7 +149,7 @@ def render(dataset: str, rows: dict[str, list[dict]], seeds: list[int], meta: di
                    "seeker, the LLM numbers measure the harness, not the method."), ""]
     lines += ["## The paper (ACL 2025, Table: R@1 / R@10 / R@50, %; GPT-4 teacher, Gemma2-9b student)", "",
               "| backbone | without augmentation | with augmentation |", "|---|---|---|"]
-    for backbone, (before, after) in PAPER[dataset].items():
+    for backbone, (before, after) in PAPER.get(dataset, {}).items():
         lines.append(f"| {backbone} | {' / '.join(map(str, before))} | {' / '.join(map(str, after))} |")
     lines += ["", ("Our offline backbones are MiniLM with a frozen encoder: `minilm` with an item head initialised "
                    "from the item descriptions, `minilm-id` with a random (ID) head like BARCOR's, so the rows compare "

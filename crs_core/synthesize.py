@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from crs_core import __version__
 from crs_core.artifacts import RunDir, fingerprint, read_table, write_json, write_table
 from crs_core.config import Config
+from crs_core.figures import STUDENT_SCORES, plot_student_scores
 from crs_core.student.feature_pipeline import OOF_FILE, OOF_SCHEMA
 from crs_core.schema import (
     SAMPLES_SCHEMA,
@@ -29,7 +30,6 @@ SYNTHETIC = "synthetic.parquet"
 OOF = f"checkpoints/student/{OOF_FILE}"  # the feature student's out-of-fold predictions of the judged pairs
 TAU_CURVE = "tau_curve.json"
 TAU_PLOT = "tau_curve.png"
-PAPER_EXPANSION = {"inspired": (1404, 15891), "redial": (29810, 377313)}  # training labels before -> after
 
 
 def synthesize(train_samples: Sequence[Sample], scores: pa.Table, threshold: float) -> list[dict]:
@@ -128,7 +128,7 @@ def run_synthesize(config: Config, run: RunDir, force: bool = False) -> dict:
     settings = {"threshold": config.synthesize.threshold, "curve": config.synthesize.curve_thresholds,
                 "version": __version__}
     fp = fingerprint(settings, inputs)
-    outputs = (SYNTHETIC, TAU_CURVE, TAU_PLOT)
+    outputs = (SYNTHETIC, TAU_CURVE, TAU_PLOT, STUDENT_SCORES)
     if not force and run.is_current("synthesize", fp, outputs):
         return run.summary("synthesize") | {"skipped": True}
     samples = table_to_samples(read_table(inputs[1], SAMPLES_SCHEMA))
@@ -140,8 +140,11 @@ def run_synthesize(config: Config, run: RunDir, force: bool = False) -> dict:
     write_json(run.path(TAU_CURVE), {"dataset": config.dataset, "scored_pairs": scores.num_rows,
                                      "judged_pairs": None if oof is None else oof.num_rows, "curve": curve})
     judged = "no out-of-fold judgments" if oof is None else f"{oof.num_rows:,} judged pairs out of fold"
-    plot_tau_curve(curve, run.path(TAU_PLOT), f"{config.dataset}: expansion over {scores.num_rows:,} scored pairs; "
+    plot_tau_curve(curve, run.path(TAU_PLOT), f"{config.dataset_label()}: expansion over {scores.num_rows:,} scored pairs; "
                    f"precision over {judged}", config.synthesize.threshold)
+    plot_student_scores(scores["score"].to_numpy(), run.path(STUDENT_SCORES), dataset=config.dataset_label(),
+                        tau=config.synthesize.threshold, seed=config.seed,
+                        judged=None if oof is None else (oof["student"].to_numpy(), oof["teacher"].to_numpy()))
     at_tau = next(p for p in curve if p["threshold"] == config.synthesize.threshold)
     summary = expansion(rows, config.synthesize.threshold) | {
         "precision": at_tau["precision"], "judged_new_positives": at_tau["judged_new_positives"], "curve": curve}
@@ -149,18 +152,20 @@ def run_synthesize(config: Config, run: RunDir, force: bool = False) -> dict:
     return summary | {"skipped": False}
 
 
-def format_expansion(summary: dict, dataset: str) -> str:
-    """Our expansion next to the paper's (which used the full ReDial and a Gemma2-9b student)."""
-    before, after = PAPER_EXPANSION[dataset]
-    label = "ReDial-PARTIAL (~20% of train dialogues have text)" if dataset == "redial" else "INSPIRED"
+def format_expansion(summary: dict, config: Config) -> str:
+    """Our expansion next to the paper's when the dataset's registry entry has it (the paper used the full
+    ReDial and a Gemma2-9b student)."""
+    before, after = config.data.paper_train_labels, config.data.paper_augmented_labels
     ratio = f"{summary['ratio']:.1f}x" if summary["ratio"] else "-"
+    paper = [f"{'paper':<6} {before:>9,} {after:>10,} {after / before:>5.1f}x {'-':>12}"] if before and after else []
     return "\n".join([
-        f"label expansion, {label}, tau = {summary['threshold']:g}",
+        f"label expansion, {config.dataset_label()}, tau = {summary['threshold']:g}",
         f"{'':<6} {'original':>9} {'augmented':>10} {'ratio':>6} {'contexts +1':>12}",
         f"{'ours':<6} {summary['original_labels']:>9,} {summary['synthetic_labels']:>10,} {ratio:>6} "
         f"{summary['contexts_with_added']:>6,}/{summary['contexts']:<5,}",
-        f"{'paper':<6} {before:>9,} {after:>10,} {after / before:>5.1f}x {'-':>12}",
+        *paper,
         *_curve_lines(summary),
+        f"figures: {TAU_PLOT}, {STUDENT_SCORES} (the student's scores, tau marked)",
     ])
 
 

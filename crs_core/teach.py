@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from crs_core.artifacts import RunDir, atomic_write_bytes, fingerprint, read_table, write_table
 from crs_core.config import Config
 from crs_core.errors import ConfigError, CRSError, DataError
+from crs_core.progress import progress
 from crs_core.schema import (
     CANDIDATES_SCHEMA,
     ITEMS_SCHEMA,
@@ -173,15 +174,14 @@ def summarize(labels: list[Label], teacher, config: Config, contexts: int, secon
     }
 
 
-def _progress(total: int):
-    """A thread-safe callback logging roughly every 10% of pairs."""
-    lock, done, every = threading.Lock(), [0], max(1, total // 10)
+def _progress(bar):
+    """A thread-safe callback moving `bar` (crs_core.progress: a bar on a terminal, a line a minute elsewhere)
+    once per labelled pair."""
+    lock = threading.Lock()
 
     def tick(label: Label) -> None:
         with lock:
-            done[0] += 1
-            if done[0] % every == 0 or done[0] == total:
-                log.info("teach: %d/%d pairs labelled", done[0], total)
+            bar.update()
 
     return tick
 
@@ -252,7 +252,8 @@ def run_teach(config: Config, run: RunDir, force: bool = False) -> dict:
             teacher = kg_teacher(samples, catalog, candidates)
         stack.callback(teacher.close)
         log.info("teach: %d pairs from %d contexts with %r", len(pairs), contexts, teacher)
-        labels = teacher.label_many(pairs, progress=_progress(len(pairs)))
+        bar = stack.enter_context(progress(total=len(pairs), desc="teach: pairs labelled"))
+        labels = teacher.label_many(pairs, progress=_progress(bar))
     extra = {"kg_calibration": teacher.calibration.describe()} if isinstance(teacher, KGTeacher) else {}
     return _finish(config, run, fp, labels, teacher, contexts, start, extra)
 

@@ -33,11 +33,13 @@ def _settings(config: Config, run: RunDir):
 
 def backbone_params(config: Config) -> dict[str, Any]:
     """Extra constructor arguments a backbone needs from the run, e.g. the KG folder for UniCRS's RGCN
-    (absolute: Ray workers run in another directory)."""
+    (absolute: Ray workers run in another directory); a dataset without a `kg/` folder gets the graph the
+    backbone builds from the catalog."""
     from crs_core.models import model_class
 
-    if getattr(model_class(config.train.backbone), "uses_kg", False):
-        return {"kg_dir": str((config.resolved_data_dir() / config.dataset / "kg").resolve())}
+    kg_dir = config.resolved_data_dir() / config.dataset / "kg"
+    if getattr(model_class(config.train.backbone), "uses_kg", False) and kg_dir.is_dir():
+        return {"kg_dir": str(kg_dir.resolve())}
     return {}
 
 
@@ -90,12 +92,31 @@ def run_two_stage(config: Config, run: RunDir, force: bool = False) -> dict:
         "stage1": brief(stage1),
         "stage2": brief(stage2),
         "models": [baseline_name, augmented_name],
+        "figure": draw_training_curves(config, run, baseline_metrics, stage1, stage2),
     }
     run.mark_done("train", fp, outputs, summary)
     return summary | {"skipped": False}
 
 
 def brief(metrics: dict) -> dict:
-    """Best epoch and its valid metrics: what the summary and the printout need."""
+    """Best epoch, its valid metrics and every epoch's reported metrics: what the summary, the printout and
+    the training curves need."""
     return {"best_epoch": metrics["best_epoch"], "epochs": metrics["epochs"], "valid": metrics["best"],
-            "run_name": metrics["run_name"]}
+            "run_name": metrics["run_name"], "history": metrics["history"]}
+
+
+def draw_training_curves(config: Config, run: RunDir, baseline: dict, stage1: dict, stage2: dict) -> str | None:
+    """figures/training_curves.png: valid recall per epoch of the three trained stages; returns its path, or None
+    when no stage trained an epoch in this process (Ray runs that were complete and only reloaded)."""
+    from crs_core.evaluation import selection_key
+    from crs_core.figures import TRAINING_CURVES, plot_training_curves
+
+    histories = {"no augmentation (original labels)": baseline["history"],
+                 "stage 1 (synthetic labels)": stage1["history"],
+                 f"stage 2 (original labels + {config.train.alpha:g} * KL)": stage2["history"]}
+    if not any(histories.values()):
+        return None
+    plot_training_curves(histories, run.path(TRAINING_CURVES), dataset=config.dataset_label(),
+                         tau=config.synthesize.threshold, seed=training_seed(config),
+                         selected_by=selection_key(config.train.backbone))
+    return TRAINING_CURVES

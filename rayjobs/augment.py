@@ -13,7 +13,7 @@ from crs_core.artifacts import RunDir
 from crs_core.errors import CRSError
 from crs_core.prepare import prepare
 from rayjobs.common import add_common_arguments, init_ray, run_entry
-from rayjobs.report import print_stage_summary
+from rayjobs.report import print_stage_start, print_stage_summary
 
 STAGES = ("embed", "retrieve", "teach", "score", "synthesize")
 
@@ -37,6 +37,7 @@ def run_augment(config, force: bool = False, stages: tuple[str, ...] = STAGES) -
     functions = stage_functions()
     summaries = {}
     for stage in stages:
+        print_stage_start(stage, config)
         start = time.perf_counter()
         summaries[stage] = functions[stage](config, run, force=force)
         summaries[stage].setdefault("wall_s", round(time.perf_counter() - start, 1))
@@ -46,7 +47,7 @@ def run_augment(config, force: bool = False, stages: tuple[str, ...] = STAGES) -
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crs augment", description=__doc__)
-    add_common_arguments(parser)
+    add_common_arguments(parser, ray=True, force=True)
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     return parser
 

@@ -11,7 +11,7 @@ from rayjobs.common import add_common_arguments, run_entry
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crs baselines", description=__doc__)
-    add_common_arguments(parser)
+    add_common_arguments(parser, force=True)
     return parser
 
 

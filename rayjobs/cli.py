@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from rayjobs import augment, baselines, evaluate, pipeline, prepare, simulate, teach, train, tune
+from crs_core import __version__
+from rayjobs import augment, baselines, data, evaluate, pipeline, prepare, simulate, teach, train, tune
 
 COMMANDS = {
+    "data": (data.main, "fetch a dataset's files from their pinned public sources, verified"),
     "prepare": (prepare.main, "build items.parquet and samples/*.parquet, print counts"),
     "augment": (augment.main, "embed, retrieve, teach, score, synthesize: the synthetic labels"),
     "teach": (teach.main, "the teach stage alone, or its OpenAI Batch API export/import"),
@@ -20,7 +22,8 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: crs <command> [options]   (crs <command> --help for its options)", "", "commands:"]
+    lines = ["usage: crs <command> [options]   (crs <command> --help for its options; crs --version)", "",
+             "commands:"]
     lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -30,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"crs-augment {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)

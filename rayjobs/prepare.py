@@ -10,7 +10,7 @@ from rayjobs.common import add_common_arguments, run_entry
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crs prepare", description=__doc__)
-    add_common_arguments(parser)
+    add_common_arguments(parser, force=True)
     return parser
 
 

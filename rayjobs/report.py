@@ -53,7 +53,35 @@ def format_train(summary: dict) -> list[str]:
         recall = part["valid"].get("valid_recall@50")
         shown = "-" if recall is None else f"{100 * recall:.2f}%"
         lines.append(f"  {label:<20} epoch {part['best_epoch']}/{part['epochs']}: valid R@50 {shown}")
+    if summary.get("figure"):  # none for runs trained before it existed or only reloaded from Ray checkpoints
+        lines.append(f"  figure: {summary['figure']} (valid recall per epoch of each stage)")
     return lines
+
+
+STAGE_STARTS = {
+    "prepare": "items and dialogue samples of {config.dataset}",
+    "embed": "item descriptions and dialogue contexts to vectors (encoder {config.encoder.kind})",
+    "retrieve": "the top-{config.retrieval.top_k} candidate items of every context",
+    "teach": "teacher {config.teacher.kind} rates (context, item) pairs 0-4",
+    "score": "student {config.student.kind} learns the teacher and scores every candidate",
+    "synthesize": "candidates scored >= tau {config.synthesize.threshold:g} become synthetic positives",
+    "baselines": "Popularity and EASE",
+    "train": "backbone {config.train.backbone} without augmentation, then stage 1 (synthetic) and stage 2 (+KL)",
+    "evaluate": "saved models on the test split, FNSCRS protocol",
+    "zero_shot": "the zero-shot LLM recommender on the test split",
+    "simulate": "the LLM user simulator against the trained models",
+    "tune": "Ray Tune sweep of alpha x tau",
+}
+
+
+def print_stage_start(stage: str, config) -> None:
+    """`== stage: what it does ...` before a stage runs, so a long stage is not silent until its summary."""
+    print(f"\n== {stage}: {STAGE_STARTS[stage].format(config=config)} ...", flush=True)
+
+
+def stage_end_header(stage: str, wall_s, reused: bool = False) -> str:
+    """The first line of a stage's summary: `-- stage [12.3s]`, `-- stage (unchanged, reused) [0.1s]`."""
+    return f"-- {stage}{' (unchanged, reused)' if reused else ''} [{wall_s}s]"
 
 
 def print_stage_summary(stage: str, summary: dict, config) -> None:
@@ -62,8 +90,7 @@ def print_stage_summary(stage: str, summary: dict, config) -> None:
 
     formatters = {"embed": format_embed, "retrieve": format_retrieve, "teach": format_teach,
                   "score": lambda s: [format_score(s)],
-                  "synthesize": lambda s: [format_expansion(s, config.dataset)]}
-    reused = " (unchanged, reused)" if summary.get("skipped") else ""
-    print(f"\n== {stage}{reused} [{summary.get('wall_s', '?')}s]")
+                  "synthesize": lambda s: [format_expansion(s, config)]}
+    print(stage_end_header(stage, summary.get("wall_s", "?"), bool(summary.get("skipped"))))
     for line in formatters[stage](summary):
         print(line)

@@ -17,13 +17,13 @@ from crs_core.artifacts import RunDir
 from crs_core.errors import CRSError
 from crs_core.prepare import prepare
 from rayjobs.common import add_common_arguments, run_entry
-from rayjobs.report import print_stage_summary
+from rayjobs.report import print_stage_start, print_stage_summary
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crs teach", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser)
+    add_common_arguments(parser, force=True)
     parser.add_argument("--export-batch", type=Path, metavar="FILE",
                         help="write the Batch API input file (JSONL, one chat completion request per pair)")
     parser.add_argument("--import-batch", type=Path, metavar="FILE", action="append", default=[],
@@ -46,6 +46,7 @@ def body(config, args) -> None:
         print("submit it with purpose=batch and endpoint /v1/chat/completions, then run "
               "`crs teach --import-batch OUTPUT_FILE` with the same settings")
         return
+    print_stage_start("teach", config)
     if args.import_batch:
         summary = import_batch(config, run, args.import_batch)
     else:

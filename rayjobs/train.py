@@ -8,6 +8,7 @@ both under models/, then evaluates them with the baselines (Popularity, EASE) on
 from __future__ import annotations
 
 import argparse
+import time
 
 from crs_core.artifacts import RunDir
 from crs_core.baselines import run_baselines
@@ -15,12 +16,12 @@ from crs_core.evaluate import run_evaluate
 from crs_core.evaluation import format_table
 from crs_core.prepare import prepare
 from rayjobs.common import add_common_arguments, init_ray, run_entry
-from rayjobs.report import format_train
+from rayjobs.report import format_train, print_stage_start, stage_end_header
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crs train", description=__doc__)
-    add_common_arguments(parser)
+    add_common_arguments(parser, ray=True, force=True)
     return parser
 
 
@@ -29,8 +30,11 @@ def body(config, args) -> None:
 
     prepare(config)
     run_baselines(config)
+    print_stage_start("train", config)
+    start = time.perf_counter()
     init_ray(config)
     summary = run_two_stage(config, RunDir(config.run_dir()), force=args.force)
+    print(stage_end_header("train", round(time.perf_counter() - start, 1), bool(summary.get("skipped"))))
     print("\n".join(format_train(summary)))
     results = run_evaluate(config, split="test")
     print(f"\n{config.dataset} test (FNSCRS protocol; metrics in %)")

@@ -9,17 +9,19 @@ the same command resumes an interrupted sweep. Watch it live in the Ray dashboar
 from __future__ import annotations
 
 import argparse
+import time
 
 from crs_core.artifacts import RunDir
 from crs_core.evaluate import run_evaluate
 from crs_core.evaluation import format_table
 from rayjobs.augment import run_augment
 from rayjobs.common import add_common_arguments, init_ray, run_entry
+from rayjobs.report import print_stage_start, stage_end_header
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crs tune", description=__doc__)
-    add_common_arguments(parser)
+    add_common_arguments(parser, ray=True, force=True)
     return parser
 
 
@@ -41,8 +43,11 @@ def body(config, args) -> None:
     run_augment(config, force=args.force)
     init_ray(config)
     run = RunDir(config.run_dir())
+    print_stage_start("tune", config)
+    start = time.perf_counter()
     best = run_tune(config, run, force=args.force)
-    print("\n== tune (stage 2 per trial; trials stopped early by ASHA ran fewer epochs)")
+    print(stage_end_header("tune", round(time.perf_counter() - start, 1))
+          + " (stage 2 per trial; trials stopped early by ASHA ran fewer epochs)")
     print("\n".join(format_sweep(best)))
     results = run_evaluate(config, models=[tuned_model_name(config)], split="test")
     print(f"\n{config.dataset} test, best configuration (FNSCRS protocol; metrics in %)")

@@ -345,7 +345,10 @@ def test_format_table() -> None:
     assert len(lines) == 4
     assert len({len(line) for line in lines}) == 1  # fixed width
     with pytest.raises(ValueError, match="recall@50"):
-        format_table([("m", evaluate_rankings([RANKING], [sample("a", (13,))], ks=(1, 10)))])
+        format_table([("m", evaluate_rankings([RANKING], [sample("a", (13,))], ks=(1, 10)))], ks_shown=(1, 10, 50))
+    small = format_table([("m", evaluate_rankings([RANKING], [sample("a", (13,))], ks=(1, 5)))]).splitlines()
+    assert small[0].split() == ["model", "variant", "n", "R@1", "NDCG@5", "MRR@5"]  # the evaluated ks only
+    assert small[2].split() == ["m", "removed", "1", "0.00", "50.00", "33.33"]
 
 
 # 11. entropy@k, repeated labels, the selection metric, tie orders -----------------------------

@@ -14,7 +14,7 @@ from student_world import CATALOG, SAMPLES, SCIFI_ASK, student_config, teacher_r
 from student_world import triplets as make_triplets
 
 from crs_core.artifacts import read_table, write_table
-from crs_core.config import ActorPoolConfig, Config
+from crs_core.config import ActorPoolConfig, Config, load_config
 from crs_core.errors import DataError
 from crs_core.schema import (
     CANDIDATES_SCHEMA,
@@ -47,6 +47,7 @@ from crs_core.student.train import (
     teacher_triplets,
     train_student,
 )
+from crs_core.registry import dataset_config
 from crs_core.synthesize import expansion, format_expansion, run_synthesize, synthesize
 from crs_core.text import item_text
 
@@ -243,7 +244,7 @@ def test_threshold_by_hand() -> None:
     summary = expansion(synthesize(samples, HAND_SCORES, 2.0), 2.0)
     assert (summary["original_labels"], summary["synthetic_labels"], summary["contexts_with_added"]) == (3, 9, 2)
     assert summary["ratio"] == 3.0
-    text = format_expansion(summary, "redial")
+    text = format_expansion(summary, load_config([dataset_config("redial")]))
     assert "29,810" in text and "377,313" in text and "PARTIAL" in text
     with pytest.raises(ValueError, match="not train samples"):
         synthesize(samples[1:], HAND_SCORES, 3.5)

@@ -186,9 +186,16 @@ def evaluate_scores(
 
 
 def format_table(
-    rows: list[tuple[str, dict]], ks_shown: Iterable[int] = (1, 10, 50), rank_k: int = 10
+    rows: list[tuple[str, dict]], ks_shown: Iterable[int] | None = None, rank_k: int | None = None
 ) -> str:
-    """Fixed-width table (percentages, 2 decimals), one line per (model, variant)."""
+    """Fixed-width table (percentages, 2 decimals), one line per (model, variant). By default R@1/10/50 and
+    NDCG/MRR@10, or those of the evaluated ks (e.g. a small catalog evaluated at 1, 5, 10) when some are missing."""
+    evaluated = sorted({int(key.split("@")[1]) for _, result in rows[:1] for key in result[VARIANTS[0]]
+                        if key.startswith("recall@")})
+    if ks_shown is None:
+        ks_shown = [k for k in (1, 10, 50) if k in evaluated] or evaluated[:3]
+    if rank_k is None:
+        rank_k = 10 if 10 in evaluated or not evaluated else evaluated[-1]
     ks_shown = tuple(ks_shown)
     headers = ["model", "variant", "n", *(f"R@{k}" for k in ks_shown), f"NDCG@{rank_k}", f"MRR@{rank_k}"]
     keys = [*(f"recall@{k}" for k in ks_shown), f"ndcg@{rank_k}", f"mrr@{rank_k}"]

@@ -31,6 +31,7 @@ from crs_core.config import TrainConfig
 from crs_core.errors import ConfigError
 from crs_core.evaluation import selection_key, selection_rule
 from crs_core.models import Recommender, build_model, load_model
+from crs_core.registry import packaged_file
 from crs_core.schema import Catalog
 from crs_core.training.data import (
     STAGES,
@@ -65,7 +66,6 @@ DEEPSPEED_DIR = "deepspeed"
 DEEPSPEED_TAG = "state"
 CHECKPOINTS_KEPT = 2  # the best one and the runner-up; Ray also never deletes the latest (for resuming)
 STAGE_DIRS = {"pretrain": "stage1", "finetune": "stage2"}
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- the Ray Train worker ---------------------------------------------------------------------------
@@ -235,12 +235,13 @@ def check_train_config(config: TrainConfig) -> None:
 
 
 def read_deepspeed_config(path: str) -> dict[str, Any]:
-    """The ZeRO config file (relative paths: the working directory, then the repository root). It must not
+    """The ZeRO config file: a path, or the name of a packaged config (crs_core/configs/). It must not
     set "optimizer" or "scheduler": the loop owns both, so DDP and DeepSpeed runs optimise identically."""
-    candidates = [Path(path)] if Path(path).is_absolute() else [Path(path), REPO_ROOT / path]
-    found = next((p for p in candidates if p.is_file()), None)
-    if found is None:
-        raise ConfigError(f"train.deepspeed_config: {path} not found")
+    found = Path(path).expanduser()
+    if not found.is_file():
+        if Path(path).name != path:
+            raise ConfigError(f"train.deepspeed_config: {path} not found")
+        found = packaged_file(path)
     config = json.loads(found.read_text())
     owned = sorted({"optimizer", "scheduler"} & config.keys())
     if owned:

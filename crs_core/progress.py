@@ -1,0 +1,71 @@
+"""Progress of a long loop: a tqdm bar on a terminal, at most one log line a minute anywhere else.
+
+A bar redrawn with carriage returns is unreadable in a CI log or `crs run > log`, and a line per item
+buries the stage summaries; a line a minute says the loop is alive and how far it got. Loops shorter than
+a minute print nothing off a terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Callable, Iterable, Iterator
+
+log = logging.getLogger(__name__)
+LOG_EVERY_S = 60.0
+
+
+def interactive() -> bool:
+    """Whether a person watches stderr live (a terminal), so redrawn progress bars read well."""
+    return sys.stderr.isatty()
+
+
+class LineProgress:
+    """The part of tqdm's interface the project uses (iterate, `update`, `close`, `with`), as a log line
+    `desc: done/total (elapsed, rate, left)` at most every `every_s` seconds."""
+
+    def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "",
+                 every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic):
+        self.iterable, self.total, self.desc, self.n = iterable, total, desc, 0
+        self.every_s, self.clock = every_s, clock
+        self.started = self.last_logged = clock()
+
+    def __iter__(self) -> Iterator:
+        for item in self.iterable:
+            yield item
+            self.update()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self.clock()
+        if now - self.last_logged >= self.every_s:
+            self.last_logged = now
+            log.info("%s", self.line(now))
+
+    def line(self, now: float) -> str:
+        elapsed = now - self.started
+        rate = self.n / elapsed if elapsed > 0 else 0.0
+        done = f"{self.n:,}/{self.total:,}" if self.total else f"{self.n:,}"
+        left = f", about {(self.total - self.n) / rate:.0f}s left" if self.total and rate > 0 else ""
+        return f"{self.desc}: {done} ({elapsed:.0f}s, {rate:.1f}/s{left})"
+
+    def close(self) -> None:
+        """Nothing to tear down; the stage's summary follows."""
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = ""):
+    """tqdm on a terminal, LineProgress elsewhere; `total` defaults to len(iterable) where it has one."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)
+    if interactive():
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, leave=False)
+    return LineProgress(iterable, total=total, desc=desc)
