@@ -22,6 +22,7 @@ from crs_core.encoders import DOCUMENT, KINDS, QUERY, Encoder, build_encoder
 from crs_core.errors import DataError
 from crs_core.memory import release_free_memory
 from crs_core.prepare import SPLITS, PreparedData, load_prepared
+from crs_core.progress import progress
 from crs_core.schema import EMBEDDINGS_SCHEMA, Sample
 from crs_core.text import render_context, seeker_query
 
@@ -89,9 +90,11 @@ def embed_with_ray(texts: pa.Table, encoder_config: EncoderConfig, pool: ActorPo
         fn_constructor_kwargs={"encoder_config": encoder_config},
     )
     rows, vectors = [], []
+    done = progress(total=n, desc="embed: texts", on_terminal=False)
     for batch in ds.select_columns(["row", "embedding"]).iter_batches(batch_format="numpy", batch_size=None):
         rows.append(batch["row"])
         vectors.append(batch["embedding"])
+        done.update(len(batch["row"]))
     rows_all = np.concatenate(rows)
     if sorted(rows_all.tolist()) != list(range(n)):
         raise RuntimeError(f"Ray Data returned {len(rows_all)} rows for {n} inputs (lost or duplicated rows)")

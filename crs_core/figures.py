@@ -4,7 +4,7 @@
 - `student_scores.png` (stage `synthesize`): the student's scores with the threshold tau that makes positives.
 - `results.png` (`crs evaluate`, `crs run`): the test table's recall per model with bootstrap intervals.
 
-Each function takes plain data and a path, writes one PNG atomically and returns the closed Figure (its
+Each function takes plain data and a path, writes one PNG atomically and returns the Figure (its
 suptitle names the dataset, n, tau, the seed(s) and what the bars mean). Figures are drawn with the
 `matplotlib.figure.Figure` API (Agg canvas, no pyplot state), so drawing is safe in any process; matplotlib
 is imported when a figure is drawn, so importing the path constants costs nothing.
@@ -68,7 +68,7 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]],
     if not metrics or not histories:
         raise ValueError(f"no per-epoch {' or '.join(CURVE_METRICS)} in the training history")
     n_valid = next(int(epoch["valid_n"]) for h in histories.values() for epoch in h)
-    fig = Figure(figsize=(5 * len(metrics) + 1, 4.4))
+    fig = Figure(figsize=(5 * len(metrics) + 1, 4.8), layout="constrained")
     for axis, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics):
         for (label, history), style in zip(histories.items(), ("o-", "s--", "^-.", "d:")):
             epochs = [int(e["epoch"]) for e in history]
@@ -80,11 +80,10 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]],
         axis.set_ylabel(f"valid Recall@{metric.rsplit('@', 1)[1]} (%)")
         axis.xaxis.get_major_locator().set_params(integer=True)
         axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
+    fig.legend(*axis.get_legend_handles_labels(), loc="outside lower center", ncols=len(histories), fontsize=8)
     fig.suptitle(f"{dataset}: valid recall per epoch (n = {n_valid} valid pairs, tau = {tau:g}, seed {seed})\n"
                  f"points: one seed's value after each epoch, no error bars; ring: the epoch kept "
                  f"(highest {selected_by})", fontsize=9)
-    fig.tight_layout()
     return save_png(fig, path)
 
 
@@ -144,7 +143,7 @@ def plot_results(intervals: Mapping[str, Mapping[int, tuple[float, float, float]
         x = positions + (m - (len(intervals) - 1) / 2) * width
         axis.bar(x, mean, width, yerr=[mean - low, high - mean], capsize=3, label=model)
         for xi, value, top in zip(x, mean, high):
-            axis.annotate(f"{value:.1f}", (xi, top), xytext=(0, 2), textcoords="offset points", ha="center",
+            axis.annotate(f"{value:.1f}", (xi, top), xytext=(0, 3), textcoords="offset points", ha="center",
                           fontsize=7)
     axis.set_xticks(positions, [f"Recall@{k}" for k in ks])
     axis.set_ylabel("recall (%)")

@@ -8,6 +8,7 @@ a minute print nothing off a terminal.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from typing import Callable, Iterable, Iterator
@@ -60,10 +61,15 @@ class LineProgress:
         self.close()
 
 
-def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = ""):
-    """tqdm on a terminal, LineProgress elsewhere; `total` defaults to len(iterable) where it has one."""
+def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", on_terminal: bool = True):
+    """tqdm on a terminal, LineProgress elsewhere; `total` defaults to len(iterable) where it has one.
+
+    `on_terminal=False` for a loop that already has a bar on a terminal (a Ray Data pipeline's): it then
+    only counts there, and logs a line a minute elsewhere."""
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)
+    if interactive() and not on_terminal:
+        return LineProgress(iterable, total=total, desc=desc, every_s=math.inf)
     if interactive():
         from tqdm import tqdm
 

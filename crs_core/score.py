@@ -26,6 +26,7 @@ from crs_core.artifacts import RunDir, atomic_dir, fingerprint, read_table, writ
 from crs_core.config import ActorPoolConfig, Config
 from crs_core.errors import ConfigError, DataError
 from crs_core.memory import release_free_memory
+from crs_core.progress import progress
 from crs_core.schema import (
     CANDIDATES_SCHEMA,
     ITEMS_SCHEMA,
@@ -171,10 +172,12 @@ def score_with_ray(rows: Sequence[dict], checkpoint: Path, items_path: Path, poo
             batch_format="pyarrow",
         )
         start = len(list(parts_dir.glob("part-*.parquet"))) if parts_dir.exists() else 0
+        pairs = progress(total=sum(len(r["item_ids"]) for r in todo), desc="score: pairs", on_terminal=False)
         for n, part in enumerate(scored.iter_batches(batch_format="pyarrow", batch_size=None)):
             if part.num_rows:  # written as it arrives: a killed run keeps every finished block
                 write_table(parts_dir / f"part-{start + n:06d}.parquet", part, SCORES_SCHEMA)
                 fresh += part.num_rows
+                pairs.update(part.num_rows)
     table = read_parts(parts_dir)
     expected = sum(len(r["item_ids"]) for r in rows)
     if table.num_rows != expected or pc.count_distinct(_pair_keys(table)).as_py() != expected:

@@ -140,7 +140,8 @@ def run_synthesize(config: Config, run: RunDir, force: bool = False) -> dict:
     write_json(run.path(TAU_CURVE), {"dataset": config.dataset, "scored_pairs": scores.num_rows,
                                      "judged_pairs": None if oof is None else oof.num_rows, "curve": curve})
     judged = "no out-of-fold judgments" if oof is None else f"{oof.num_rows:,} judged pairs out of fold"
-    plot_tau_curve(curve, run.path(TAU_PLOT), f"{config.dataset_label()}: expansion over {scores.num_rows:,} scored pairs; "
+    plot_tau_curve(curve, run.path(TAU_PLOT),
+                   f"{config.dataset_label()}: expansion over {scores.num_rows:,} scored pairs; "
                    f"precision over {judged}", config.synthesize.threshold)
     plot_student_scores(scores["score"].to_numpy(), run.path(STUDENT_SCORES), dataset=config.dataset_label(),
                         tau=config.synthesize.threshold, seed=config.seed,

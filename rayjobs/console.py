@@ -53,6 +53,9 @@ def configure_console(level: str = "INFO", interactive: bool | None = None) -> C
     quiet = settings.third_party_level.lower()
     os.environ.setdefault("RAY_LOGGER_LEVEL", quiet)  # the driver's "ray" logger (ray.init's logging_level)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", quiet)
+    # Ray Train (v2) workers turn print() into a log record and, since Ray replaced their sys.stdout, print it
+    # as well: every line of the training loop came out twice. Off, a worker's print is printed once.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     if "transformers" in sys.modules:  # imported already: the variable above came too late
         import transformers
 

@@ -12,7 +12,7 @@ import time
 
 from crs_core.artifacts import RunDir
 from crs_core.baselines import run_baselines
-from crs_core.evaluate import run_evaluate
+from crs_core.evaluate import results_figure, run_evaluate
 from crs_core.evaluation import format_table
 from crs_core.prepare import prepare
 from rayjobs.common import add_common_arguments, init_ray, run_entry
@@ -36,9 +36,10 @@ def body(config, args) -> None:
     summary = run_two_stage(config, RunDir(config.run_dir()), force=args.force)
     print(stage_end_header("train", round(time.perf_counter() - start, 1), bool(summary.get("skipped"))))
     print("\n".join(format_train(summary)))
-    results = run_evaluate(config, split="test")
-    print(f"\n{config.dataset} test (FNSCRS protocol; metrics in %)")
+    results = run_evaluate(config, split="test", figure=True)
+    print(f"\n{config.data.label or config.dataset} test (FNSCRS protocol; metrics in %)")
     print(format_table(list(results.items())))
+    print(f"figure: {config.run_dir() / results_figure('test')} (removed variant, 95% bootstrap CI over test pairs)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,8 +95,11 @@ def test_data_dir_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CRS_DATA_DIR", str(tmp_path))
     assert load_config().resolved_data_dir() == tmp_path
     monkeypatch.delenv("CRS_DATA_DIR")
-    with pytest.raises(ConfigError, match="CRS_DATA_DIR"):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no fetched data there either
+    with pytest.raises(ConfigError, match="run `crs data fetch inspired`.*CRS_DATA_DIR"):
         load_config().resolved_data_dir()
+    with pytest.raises(ConfigError, match="no data directory: set CRS_DATA_DIR"):  # own data: nothing to fetch
+        load_config(overrides=["dataset=books"]).resolved_data_dir()
 
 
 # ------------------------------------------------------------------- the LLM sections: zero_shot, simulate

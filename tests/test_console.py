@@ -19,8 +19,8 @@ from rayjobs import console
 from rayjobs.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-CONSOLE_VARIABLES = ("RAY_LOGGER_LEVEL", "TRANSFORMERS_VERBOSITY", "RAY_DATA_DISABLE_PROGRESS_BARS",
-                     "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE")
+CONSOLE_VARIABLES = ("RAY_LOGGER_LEVEL", "TRANSFORMERS_VERBOSITY", "RAY_TRAIN_ENABLE_PRINT_PATCH",
+                     "RAY_DATA_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE")
 
 
 @pytest.fixture
@@ -75,6 +75,7 @@ def test_own_loggers_at_the_level_third_party_from_warning(clean_console):
     assert logging.getLogger("faiss.loader").isEnabledFor(logging.WARNING)
     assert os.environ["RAY_LOGGER_LEVEL"] == "warning"
     assert os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] == "1"
+    assert os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] == "0"  # a Ray Train worker's print() came out twice
 
     console.configure_console("ERROR", interactive=True)
     assert not logging.getLogger("crs_core.teach").isEnabledFor(logging.WARNING)
@@ -113,6 +114,8 @@ def test_progress_is_a_line_logger_off_a_terminal_and_iterates_everything(monkey
     assert list(bar) == list(range(7)) and bar.n == 7
     monkeypatch.setattr(progress_module, "interactive", lambda: True)
     assert type(progress(range(3), desc="x")).__name__ == "tqdm"
+    beside_ray_data = progress(total=5, desc="x", on_terminal=False)  # Ray Data draws the bar on a terminal
+    assert isinstance(beside_ray_data, LineProgress) and beside_ray_data.every_s == float("inf")
 
 
 @pytest.mark.slow

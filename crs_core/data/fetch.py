@@ -167,11 +167,13 @@ def fetch_file(file: DataFile, data_dir: Path, options: FetchOptions) -> FileRes
 
 def fetch_dataset(dataset: str, data_dir: Path, options: FetchOptions = FetchOptions(),
                   report: Callable[[str], None] = print) -> list[FileResult]:
-    """Fetch every file `dataset`'s loaders read into `data_dir`, one report line per file and a summary."""
+    """Fetch every file `dataset`'s loaders read into `data_dir`: one report line per downloaded file and a
+    summary (files already present are only counted, so a complete data directory costs one line)."""
     results = []
     for file in dataset_files(dataset):
         result = fetch_file(file, data_dir, options)
-        report(f"{result.status:<8} {result.path}  ({result.detail})")
+        if result.status == "fetched":
+            report(f"{result.status:<8} {result.path}  ({result.detail})")
         results.append(result)
     fetched = sum(r.status == "fetched" for r in results)
     report(f"{dataset}: {len(results)} files in {data_dir}: {fetched} fetched, "
