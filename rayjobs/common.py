@@ -23,6 +23,7 @@ from crs_core.registry import dataset_config, known_datasets
 from rayjobs.console import LOG_LEVELS, configure_console, configure_ray_output
 
 CONFIG_FILE = "config.yaml"
+MAX_CHANGES_SHOWN = 5
 # Settings that name Hugging Face weights: a hub name ("org/name") or a local folder saved by save_pretrained.
 MODEL_SETTINGS = ("encoder.model", "student.model", "train.model")
 _HUB_NAME = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
@@ -45,7 +46,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, ray: bool = False, 
                         help="override one setting, e.g. --set baselines.ease_l2=200 (repeatable)")
     parser.add_argument("--run-id", help="run directory name under runs/<dataset>/")
     parser.add_argument("--runs-dir", help="root of run directories (default: runs)")
-    parser.add_argument("--data-dir", help="dataset root (default: $CRS_DATA_DIR)")
+    parser.add_argument("--data-dir", help="dataset root (default: $CRS_DATA_DIR, else where `crs data fetch` stores)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="INFO",
                         help="our own log lines from this level (default INFO); other libraries' from WARNING "
                              "(INFO with DEBUG, ERROR with ERROR)")
@@ -143,7 +144,9 @@ def resolve_config(args: argparse.Namespace) -> Config:
         changes = _changed_settings(yaml.safe_load(target.read_text(encoding="utf-8")) or {}, saved)
         if not changes:
             return config
-        log.warning("%s: settings changed (%s); saved", target, "; ".join(changes))
+        shown = "; ".join(changes[:MAX_CHANGES_SHOWN]) + (f"; and {len(changes) - MAX_CHANGES_SHOWN} more"
+                                                           if len(changes) > MAX_CHANGES_SHOWN else "")
+        log.warning("%s: settings changed (%s); saved", target, shown)
     save_config(redacted_copy(config), target)
     return config
 

@@ -16,6 +16,8 @@ import logging
 import os
 import sys
 
+from crs_core.progress import LOG_LEVEL_ENV, PROGRESS_ENV
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 OWN_LOGGERS = ("crs_core", "rayjobs")
 # Third-party libraries stay one step quieter than our own loggers, and never below WARNING unless debugging.
@@ -50,6 +52,8 @@ def configure_console(level: str = "INFO", interactive: bool | None = None) -> C
     logging.getLogger().setLevel(settings.third_party_level)
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    os.environ[LOG_LEVEL_ENV] = level  # our loggers in Ray Train workers (crs_core.training.loop)
+    os.environ[PROGRESS_ENV] = "bars" if settings.interactive else "lines"
     quiet = settings.third_party_level.lower()
     os.environ.setdefault("RAY_LOGGER_LEVEL", quiet)  # the driver's "ray" logger (ray.init's logging_level)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", quiet)

@@ -14,13 +14,14 @@ import pytest
 from tiny_data import TINY_AUGMENT, make_inspired
 
 from crs_core import progress as progress_module
-from crs_core.progress import LineProgress, progress
+from crs_core.progress import LOG_LEVEL_ENV, PROGRESS_ENV, EpochLines, LineProgress, progress
 from rayjobs import console
 from rayjobs.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 CONSOLE_VARIABLES = ("RAY_LOGGER_LEVEL", "TRANSFORMERS_VERBOSITY", "RAY_TRAIN_ENABLE_PRINT_PATCH",
-                     "RAY_DATA_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE")
+                     "RAY_DATA_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE",
+                     LOG_LEVEL_ENV, PROGRESS_ENV)
 
 
 @pytest.fixture
@@ -105,6 +106,31 @@ def test_line_progress_logs_at_most_once_a_minute(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "teach: pairs labelled: 4/10 (60s, 0.1/s, about 90s left)"]
     assert bar.n == 5
+
+
+@pytest.mark.parametrize("progress_mode, level, printed", [
+    ("lines", "INFO", [1, 3, 10]),  # first, the one a minute after it (epoch 3 at 61 s), last
+    ("bars", "INFO", list(range(1, 11))),  # a terminal: every epoch
+    ("lines", "DEBUG", list(range(1, 11))),
+])
+def test_epoch_lines_off_a_terminal_are_first_last_and_one_a_minute(monkeypatch, capsys, progress_mode, level,
+                                                                    printed):
+    monkeypatch.setenv(PROGRESS_ENV, progress_mode)
+    monkeypatch.setenv(LOG_LEVEL_ENV, level)
+    times = iter([0.0, 30.0, 61.0, 70.0, 80.0, 90.0, 100.0, 110.0, 120.0, 121.0])
+    lines = EpochLines("pretrain", 10, clock=lambda: next(times))
+    for epoch in range(1, 11):
+        lines(epoch, {"epoch": epoch, "train_loss": 1 / epoch})
+    out = capsys.readouterr().out.splitlines()
+    assert [int(line.split("epoch ")[1].split("/")[0]) for line in out] == printed
+    assert out[0] == "[pretrain] epoch 1/10: train_loss 1.0000"
+
+
+def test_configure_console_tells_ray_workers_how_to_show_progress(clean_console):
+    console.configure_console("WARNING", interactive=False)
+    assert (os.environ[PROGRESS_ENV], os.environ[LOG_LEVEL_ENV]) == ("lines", "WARNING")
+    console.configure_console("INFO", interactive=True)
+    assert os.environ[PROGRESS_ENV] == "bars"
 
 
 def test_progress_is_a_line_logger_off_a_terminal_and_iterates_everything(monkeypatch):

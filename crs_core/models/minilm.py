@@ -23,6 +23,7 @@ Saved as the base layout (model.json, item_ids.npy, item_matrix/item_bias/log_sc
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ import torch
 from crs_core.encoders import mean_pool, minilm_path
 from crs_core.models.torch_recommender import SCORE_BATCH, TorchRecommender
 from crs_core.schema import Catalog, Sample
+
+log = logging.getLogger(__name__)
 from crs_core.text import item_text, render_context
 from crs_core.vector_cache import VectorCache
 
@@ -73,6 +76,25 @@ def _drop_pooler(encoder: torch.nn.Module) -> torch.nn.Module:
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None
     return encoder
+
+
+def _load_saved_encoder(folder: Path) -> torch.nn.Module:
+    """An encoder this class saved: it has no pooler (dropped above), which transformers would report as MISSING
+    in an eight-line table on every load. That report is replaced by a check that nothing else is missing."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        encoder, info = AutoModel.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(previous)
+    other = [k for k in info["missing_keys"] if not k.startswith("pooler.")]
+    other += [*info["unexpected_keys"], *(str(k) for k in info.get("mismatched_keys", []))]
+    if other:
+        log.warning("%s: encoder weights missing, unexpected or mismatched: %s", folder, ", ".join(sorted(other)))
+    return _drop_pooler(encoder)
 
 
 class MiniLMRecommender(TorchRecommender):
@@ -230,14 +252,14 @@ class MiniLMRecommender(TorchRecommender):
 
     @classmethod
     def load(cls, directory: Path, catalog: Catalog | None = None) -> MiniLMRecommender:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
         directory = Path(directory)
         model = super().load(directory, catalog=catalog)
         assert isinstance(model, MiniLMRecommender) and model._head is not None
-        encoder = AutoModel.from_pretrained(str(directory / ENCODER_DIR), local_files_only=True)
+        encoder = _load_saved_encoder(directory / ENCODER_DIR)
         tokenizer = AutoTokenizer.from_pretrained(str(directory / ENCODER_DIR), local_files_only=True)
-        model._attach(_drop_pooler(encoder), tokenizer, torch.from_numpy(model._head["item_matrix"]), model._head)
+        model._attach(encoder, tokenizer, torch.from_numpy(model._head["item_matrix"]), model._head)
         model._head = None
         return model
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from crs_core.artifacts import atomic_dir, write_json
 from crs_core.models import Recommender, load_model
+from crs_core.progress import EpochLines
 from crs_core.training.data import TrainingData, epoch_indices, iter_batches, labelled
 from crs_core.training.loop import MODEL_DIR, PROGRESS_FILE, initial_model
 from crs_core.training.steps import (
@@ -57,6 +58,7 @@ def run_stage_locally(loop_config: dict[str, Any], data: TrainingData, run_path:
                       [p for p in model.module.parameters() if p.requires_grad])
     loss_fn = stage_loss(stage, alpha, reference)
     best_dir, best_value, history = run_path / BEST_DIR, -math.inf, []
+    epoch_lines = EpochLines(stage, epochs)
     for epoch in range(epochs):
         torch.manual_seed(epoch_seed(seed, epoch))
         order = epoch_indices(len(samples), epoch, seed, 0, 1)
@@ -66,8 +68,7 @@ def run_stage_locally(loop_config: dict[str, Any], data: TrainingData, run_path:
         seconds = time.perf_counter() - started
         metrics = {"epoch": epoch + 1, "train_loss": loss, "epoch_seconds": seconds,
                    "samples_per_s": len(order) / seconds} | validate(model, data)
-        print(f"[{stage}] epoch {epoch + 1}/{epochs}: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch"), flush=True)
+        epoch_lines(epoch + 1, metrics)
         if metrics[selected_by] > best_value:  # strictly better: the earliest of equal epochs is kept
             best_value = metrics[selected_by]
             with atomic_dir(best_dir) as out:

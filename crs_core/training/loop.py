@@ -16,7 +16,9 @@ crs_core.evaluation.selection), recorded as "selected_by" in the stage metrics.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from crs_core.config import TrainConfig
 from crs_core.errors import ConfigError
 from crs_core.evaluation import selection_key, selection_rule
 from crs_core.models import Recommender, build_model, load_model
+from crs_core.progress import LOG_LEVEL_ENV, EpochLines
 from crs_core.registry import packaged_file
 from crs_core.schema import Catalog
 from crs_core.training.data import (
@@ -159,6 +162,7 @@ def train_func(config: dict[str, Any]) -> list[dict[str, float]]:
     import ray.train
     import ray.train.torch
 
+    quiet_worker_logs()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     data = config["data"]
@@ -189,7 +193,7 @@ def train_func(config: dict[str, Any]) -> list[dict[str, float]]:
         else:
             forward, step, save_state = ddp_strategy(model.module, optimizer, schedule, resume)
         loss_fn = stage_loss(stage, alpha, reference)
-        history = []
+        history, epoch_lines = [], EpochLines(stage, epochs)
         for epoch in range(start_epoch, epochs):
             torch.manual_seed(epoch_seed(seed + rank, epoch))
             order = epoch_indices(len(samples), epoch, seed, rank, world)
@@ -205,8 +209,7 @@ def train_func(config: dict[str, Any]) -> list[dict[str, float]]:
                     metrics |= validate(model, data)
                     model.save(out / MODEL_DIR)
                     write_json(out / PROGRESS_FILE, {"epoch": epoch + 1, "metrics": metrics})
-                    print(f"[{stage}] epoch {epoch + 1}/{epochs}: " + ", ".join(
-                        f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch"), flush=True)
+                    epoch_lines(epoch + 1, metrics)
                 save_state(out, rank)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp) if any(out.iterdir()) else None
                 ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch + 1:03d}")
@@ -232,6 +235,19 @@ def check_train_config(config: TrainConfig) -> None:
         problems.append("alpha, cpus_per_worker and max_failures must be >= 0 and learning_rate > 0")
     if problems:
         raise ConfigError("train." + "; train.".join(problems))
+
+
+def ray_log_level() -> str:
+    """Ray Train's console level follows Ray's own (`RAY_LOGGER_LEVEL`, which `crs --log-level` sets), so its
+    per-checkpoint and worker-group INFO lines stay out of a stage's output unless asked for."""
+    return os.environ.get("RAY_LOGGER_LEVEL", "INFO").upper()
+
+
+def quiet_worker_logs() -> None:
+    """A Ray Train worker's root logger is at INFO, so every report and checkpoint of Ray's would reach the
+    driver's console: the worker keeps Ray's level there, and our own loggers at `crs --log-level`."""
+    logging.getLogger().setLevel(ray_log_level())
+    logging.getLogger("crs_core").setLevel(os.environ.get(LOG_LEVEL_ENV, "INFO").upper())
 
 
 def read_deepspeed_config(path: str) -> dict[str, Any]:
@@ -265,6 +281,7 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
         Checkpoint,
         CheckpointConfig,
         FailureConfig,
+        LoggingConfig,
         RunConfig,
         ScalingConfig,
     )
@@ -311,6 +328,7 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
                                      resources_per_worker={"CPU": train_config.cpus_per_worker}),
         run_config=RunConfig(storage_path=str(Path(storage).resolve()), name=name,
                              failure_config=FailureConfig(max_failures=train_config.max_failures),
+                             logging_config=LoggingConfig(log_level=ray_log_level()),
                              checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT,
                                                                 checkpoint_score_attribute=selected_by,
                                                                 checkpoint_score_order="max")),
