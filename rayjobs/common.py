@@ -84,10 +84,12 @@ def _dataset_named_in(files: list[Path], overrides: list[str]) -> str | None:
     """The dataset a --config file or a --set names (the last one wins), before any layering."""
     named = None
     for path in files:
-        if path.is_file():
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and isinstance(data.get("dataset"), str):
-                named = data["dataset"]
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except yaml.YAMLError:
+            continue  # load_config names the file and the YAML error
+        if isinstance(data, dict) and isinstance(data.get("dataset"), str):
+            named = data["dataset"]
     for text in overrides:
         key, _, value = text.partition("=")
         if key.strip() == "dataset" and value.strip():

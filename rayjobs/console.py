@@ -43,7 +43,7 @@ settings = ConsoleSettings()  # this process's choice, read again by configure_r
 def configure_console(level: str = "INFO", interactive: bool | None = None) -> ConsoleSettings:
     """Set our loggers to `level` and third-party ones to THIRD_PARTY_LEVELS[level]; off a terminal, turn
     the progress bars of Ray Data, Hugging Face and tqdm off in this process and in its Ray workers.
-    Variables the user already set are kept."""
+    The log levels follow `level` (the user's --log-level); progress-bar variables the user set are kept."""
     global settings
     settings = ConsoleSettings(level, sys.stderr.isatty() if interactive is None else interactive)
     if hasattr(sys.stdout, "reconfigure"):  # piped stdout is block-buffered: keep prints in order with the logs
@@ -55,8 +55,8 @@ def configure_console(level: str = "INFO", interactive: bool | None = None) -> C
     os.environ[LOG_LEVEL_ENV] = level  # our loggers in Ray Train workers (crs_core.training.loop)
     os.environ[PROGRESS_ENV] = "bars" if settings.interactive else "lines"
     quiet = settings.third_party_level.lower()
-    os.environ.setdefault("RAY_LOGGER_LEVEL", quiet)  # the driver's "ray" logger (ray.init's logging_level)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", quiet)
+    os.environ["RAY_LOGGER_LEVEL"] = quiet  # the driver's "ray" logger (ray.init's logging_level)
+    os.environ["TRANSFORMERS_VERBOSITY"] = quiet
     # Ray Train (v2) workers turn print() into a log record and, since Ray replaced their sys.stdout, print it
     # as well: every line of the training loop came out twice. Off, a worker's print is printed once.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")

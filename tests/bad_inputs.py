@@ -116,7 +116,7 @@ BAD_INPUTS = [
     # --- CLI arguments ------------------------------------------------------------------------------
     BadInput("unknown-command", "CLI argument", ("bogus",), ("unknown command 'bogus'",), common_args=False),
     BadInput("bad-choice", "CLI argument", ("prepare", "--dataset", "movielens"),
-             ("argument --dataset", "invalid choice: 'movielens'"), common_args=False),
+             ("no config file movielens.yaml", "known: inspired, redial"), common_args=False),
     BadInput("unknown-stage", "CLI argument", ("augment", "--stages", "embed,bogus"), ("--stages", "bogus")),
     BadInput("data-dir-missing", "CLI argument", ("prepare", "--dataset", "inspired", "--data-dir", "{files}/none",
                                                   "--runs-dir", "{runs}"),

@@ -18,7 +18,7 @@ def test_augment_runs_every_stage_then_resumes(tmp_path, ray_local, capsys):
     out = capsys.readouterr().out
     assert list(summaries) == list(STAGES)
     for header in ("== embed", "candidate recall@3", "teacher kg / model kg-rubric-v2", "held-out MAE",
-                   "label expansion, INSPIRED, tau = 0"):
+                   "label expansion, inspired, tau = 0"):  # no registry file here: the label is the name
         assert header in out
     run = config.run_dir()
     candidates = pq.read_table(run / "candidates" / "train.parquet")

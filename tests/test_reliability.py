@@ -344,8 +344,9 @@ def exposed_run(tmp_path_factory):
         sets += ["ray.num_cpus=1", "ray.object_store_memory=100000000"]
         log_path = tmp_path / "cli.log"
         started = time.perf_counter()
-        proc = start_cli("rayjobs.augment", [*cli_args(data, tmp_path / "runs", *sets), "--stages", "teach"],
-                         log_path, CRS_TEST_TEACHER_KEY=ENV_KEY)
+        # --log-level DEBUG: third-party INFO lines too (Ray's dashboard address, httpx's request URLs)
+        proc = start_cli("rayjobs.augment", [*cli_args(data, tmp_path / "runs", *sets), "--stages", "teach",
+                                             "--log-level", "DEBUG"], log_path, CRS_TEST_TEACHER_KEY=ENV_KEY)
         wait_for(lambda: server.requests >= 2 or proc.poll() is not None, 300, "the teach stage's requests")
         listening = listening_sockets(proc.pid)
         dashboard = re.search(r"dashboard at \S*?http://([\d.]+):(\d+)", log_path.read_text())
