@@ -4,20 +4,16 @@
     python benchmarks/gpu_check.py measure PART --run-dir DIR --out PART.json [--quick]
     python benchmarks/gpu_check.py report --parts-dir DIR --out gpu_check.json [--limits scoring=180,...]
 
-Parts (each run in its own process by the wrapper, so a hung or crashed part costs only its own time limit):
-- scoring:   the LLM student (SmolLM2-135M + a LoRA with random non-zero B matrices) scored by vLLM
-             (`VLLMScorer`) and by transformers/peft (`LLMScorer`) on the same checkpoint and pairs: pairs/s of
-             both in bfloat16 (the dtype both load on a GPU), and their agreement in float32, which must be
-             within 1e-3 (bfloat16 rounding alone moves expected scores by more, so there it is only reported)
-- prefix:    the same vLLM engine with automatic prefix caching on vs off (pairs/s), beside the token cut the
-             shared prefix allows (prompt tokens / tokens left when each context's prefix is computed once)
-- embedding: all-MiniLM-L6-v2 on the GPU (`build_encoder` with `pool.num_gpus: 1`), texts/s at batch 64 and 256
-- deepspeed: one stage-2 epoch of full MiniLM fine-tuning under Ray Train with `train.strategy: deepspeed`
-             (packaged ZeRO-2 config) and `train.use_gpu: true`, one worker, beside the same epoch under DDP
-
-Pairs are seeded random train contexts of the prepared run, `candidates` random catalog items each, as the
-score stage sees them (`render_context`, `item_text`). Every engine and model load is outside the timed
-region, and every timed call follows one warm-up call (vllm_vs_hf.timed_scores).
+Parts (each in its own process, so a hung or crashed part costs only its own time limit):
+- scoring:   the LLM student (SmolLM2-135M + a LoRA with random non-zero B matrices) by vLLM (`VLLMScorer`) and
+             by transformers/peft (`LLMScorer`), same checkpoint and pairs: pairs/s of both in bfloat16 (what both
+             load on a GPU); agreement in float32 within 1e-3 (bfloat16 rounding alone moves scores by more)
+- prefix:    vLLM with automatic prefix caching on vs off (pairs/s), beside the token cut the shared prefix allows
+- embedding: all-MiniLM-L6-v2 on the GPU (`build_encoder`, `pool.num_gpus: 1`), texts/s at batch 64 and 256
+- deepspeed: one stage-2 epoch of MiniLM under Ray Train, `train.strategy: deepspeed` (packaged ZeRO-2 config),
+             `train.use_gpu: true`, one worker, beside the same epoch under DDP
+Pairs: seeded random train contexts of the prepared run, random catalog items each, rendered as the score stage
+does. Loads are outside the timed region; each timed call follows a warm-up call (vllm_vs_hf.timed_scores).
 """
 
 from __future__ import annotations
@@ -48,6 +44,7 @@ SIZES = {
 EMBED_BATCHES = (64, 256)
 GPU_MEMORY_SHARE = 0.3  # per vLLM engine: room for a previous engine's memory not yet released
 SEED = 0
+EPOCH_FIGURES = ("samples_per_s", "epoch_seconds", "train_loss", "valid_recall@50")  # of Ray Train's last epoch
 
 
 # --- pure assembly: measurements -> checks, table rows, report ---------------------------------------
@@ -64,19 +61,14 @@ def agreement(a: Sequence[float], b: Sequence[float], tolerance: float = EQUALIT
             "tolerance": tolerance, "within_tolerance": bool(diff.max() <= tolerance)}
 
 
-def ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator else None
-
-
 def _num(value: float | None, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
-    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-    return f"{text}{unit}"
+    return (f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}") + unit
 
 
-def _times(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
+def _times(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}x" if denominator else "n/a"
 
 
 def part_outcome(result: dict | None, exit_code: int | None, limit_s: float | None, log_tail: str = "") -> dict:
@@ -84,40 +76,35 @@ def part_outcome(result: dict | None, exit_code: int | None, limit_s: float | No
     if result is not None:  # written only once every measurement was taken
         return result if exit_code in (0, None) else {**result, "exit_code": exit_code}
     if exit_code == TIMED_OUT:
-        return {"status": "timed out", "limit_s": limit_s}
+        return {"status": f"timed out after {_num(limit_s, ' s')}", "limit_s": limit_s}
     if exit_code is None:
         return {"status": "not run"}
-    last = [line for line in log_tail.strip().splitlines() if line.strip()]
-    return {"status": "failed", "exit_code": exit_code, "error": last[-1] if last else ""}
+    last = [line for line in log_tail.splitlines() if line.strip()]
+    return {"status": f"exit {exit_code}: {last[-1] if last else ''}", "exit_code": exit_code}
 
 
 def scoring_rows(r: dict) -> list[tuple[str, str, str]]:
     """(measure, value, check) rows of part (a); check is "ok", "FAIL" or "" (information only)."""
-    rows = []
-    fp32 = r["fp32"]
-    if "error" in fp32:
-        rows.append(("vLLM vs transformers, float32: max |diff|", fp32["error"], "FAIL"))
-    else:
-        rows.append((f"vLLM vs transformers, float32, {fp32['pairs']} pairs: max |diff|",
-                     f"{fp32['max_abs_diff']:.2e}", "ok" if fp32["within_tolerance"] else "FAIL"))
-    moved = r["adapter_effect_max_abs"]
-    rows.append(("LoRA moves scores by up to (must exceed the tolerance)", f"{moved:.3g}",
-                 "ok" if moved > EQUALITY_TOLERANCE else "FAIL"))
-    bf16 = r["bf16"]
-    rows.append(("transformers pairs/s (bfloat16)", _num(bf16["hf_pairs_per_s"]), ""))
-    rows.append(("vLLM pairs/s (bfloat16)", f"{_num(bf16['vllm_pairs_per_s'])} "
-                 f"({_times(ratio(bf16['vllm_pairs_per_s'], bf16['hf_pairs_per_s']))})", ""))
-    rows.append(("vLLM vs transformers, bfloat16: max |diff|", f"{bf16['max_abs_diff']:.2e}", ""))
-    rows.append(("vLLM engine start-up", _num(bf16["vllm_startup_s"], " s"), ""))
-    return rows
+    fp32, bf16, moved = r["fp32"], r["bf16"], r["adapter_effect_max_abs"]
+    equality = (("vLLM vs transformers, float32: max |diff|", fp32["error"], "FAIL") if "error" in fp32 else
+                (f"vLLM vs transformers, float32, {fp32['pairs']} pairs: max |diff|", f"{fp32['max_abs_diff']:.2e}",
+                 "ok" if fp32["within_tolerance"] else "FAIL"))
+    return [equality,
+            ("LoRA moves scores by up to (must exceed the tolerance)", f"{moved:.3g}",
+             "ok" if moved > EQUALITY_TOLERANCE else "FAIL"),
+            ("transformers pairs/s (bfloat16)", _num(bf16["hf_pairs_per_s"]), ""),
+            ("vLLM pairs/s (bfloat16)", f"{_num(bf16['vllm_pairs_per_s'])} "
+             f"({_times(bf16['vllm_pairs_per_s'], bf16['hf_pairs_per_s'])})", ""),
+            ("vLLM vs transformers, bfloat16: max |diff|", f"{bf16['max_abs_diff']:.2e}", ""),
+            ("vLLM engine start-up", _num(bf16["vllm_startup_s"], " s"), "")]
 
 
 def prefix_rows(r: dict) -> list[tuple[str, str, str]]:
     on, off = r["caching_on"]["pairs_per_s"], r["caching_off"]["pairs_per_s"]
     return [("vLLM pairs/s, prefix caching on", _num(on), ""),
             ("vLLM pairs/s, prefix caching off", _num(off), ""),
-            ("caching on / off", _times(ratio(on, off)), ""),
-            ("token cut the shared prefix allows", _times(ratio(r["prompt_tokens"], r["tokens_prefix_once"])), ""),
+            ("caching on / off", _times(on, off), ""),
+            ("token cut the shared prefix allows", _times(r["prompt_tokens"], r["tokens_prefix_once"]), ""),
             ("on vs off: max |diff|", f"{r['max_abs_diff_on_off']:.2e}", "")]
 
 
@@ -139,8 +126,8 @@ def deepspeed_rows(r: dict) -> list[tuple[str, str, str]]:
                      f"{_num(run['wall_s_with_startup'], ' s')}", ""))
         rows.append((f"{label}: train loss", _num(run["train_loss"]), "ok" if loss_ok else "FAIL"))
     if {"deepspeed_zero2", "ddp"} <= r["runs"].keys():
-        rows.append(("ZeRO-2 / DDP samples/s", _times(ratio(r["runs"]["deepspeed_zero2"]["samples_per_s"],
-                                                             r["runs"]["ddp"]["samples_per_s"])), ""))
+        rows.append(("ZeRO-2 / DDP samples/s", _times(r["runs"]["deepspeed_zero2"]["samples_per_s"],
+                                                      r["runs"]["ddp"]["samples_per_s"]), ""))
     return rows
 
 
@@ -156,12 +143,9 @@ def table_rows(parts: dict[str, dict]) -> list[tuple[str, str, str, str]]:
     for part, result in parts.items():
         label = PART_LABELS.get(part, part)
         if "status" in result:
-            detail = {"timed out": f"timed out after {_num(result.get('limit_s'), ' s')}",
-                      "failed": f"exit {result.get('exit_code')}: {result.get('error', '')}"}.get(result["status"],
-                                                                                                  result["status"])
-            rows.append((label, "-", detail, "FAIL"))
-            continue
-        rows.extend((label, *row) for row in PART_ROWS[part](result))
+            rows.append((label, "-", result["status"], "FAIL"))
+        else:
+            rows.extend((label, *row) for row in PART_ROWS[part](result))
     return rows
 
 
@@ -178,7 +162,7 @@ def build_report(parts: dict[str, dict], machine: dict) -> dict:
     rows = table_rows(parts)
     checks = [{"part": part, "measure": measure, "value": value, "passed": check == "ok"}
               for part, measure, value, check in rows if check]
-    return {"passed": bool(checks) and all(c["passed"] for c in checks), "checks": checks,
+    return {"passed": all(c["passed"] for c in checks), "checks": checks,
             "machine": machine, "parts": parts}
 
 
@@ -262,7 +246,7 @@ def measure_scoring(run_dir: Path, size: dict) -> dict:
             result["fp32"] = agreement(hf_fp32, engine.score_pairs(contexts, items))
             del engine
             _release_gpu()
-        except Exception as error:  # noqa: BLE001 - reported as the failed equality check
+        except Exception as error:  # recorded: the table shows it as the failed equality check
             result["fp32"] = {"error": f"{type(error).__name__}: {error}"}
     return result
 
@@ -337,9 +321,8 @@ def measure_deepspeed(run_dir: Path, size: dict) -> dict:
     from crs_core.training.loop import train_stage
 
     data = load_prepared(run_dir)
-    train = data.samples["train"]
-    train = train[:size["train_contexts"]] if size["train_contexts"] else train
-    subset = TrainingData(data.catalog, train, data.samples["valid"][:size["valid_contexts"]])
+    subset = TrainingData(data.catalog, data.samples["train"][:size["train_contexts"] or None],
+                          data.samples["valid"][:size["valid_contexts"]])
     result: dict = {"contexts": len(subset.train), "valid_contexts": len(subset.valid),
                     "batch_size": size["train_batch"], "max_length": size["train_max_length"], "runs": {}}
     ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=1024**3)
@@ -352,11 +335,8 @@ def measure_deepspeed(run_dir: Path, size: dict) -> dict:
                 started = time.perf_counter()
                 _, metrics = train_stage(config, subset, "finetune", name=f"gpu-check-{name}")
                 epoch = metrics["history"][-1]
-                result["runs"][name] = {"samples_per_s": epoch["samples_per_s"],
-                                        "epoch_seconds": epoch["epoch_seconds"],
-                                        "wall_s_with_startup": time.perf_counter() - started,
-                                        "train_loss": epoch["train_loss"],
-                                        "valid_recall@50": epoch.get("valid_recall@50")}
+                result["runs"][name] = {key: epoch.get(key) for key in EPOCH_FIGURES} | {
+                    "wall_s_with_startup": time.perf_counter() - started}
     finally:
         ray.shutdown()
     return result
@@ -390,11 +370,8 @@ def preflight() -> tuple[dict, list[str]]:
     else:
         machine |= {"cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0),
                     "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 1024**3, 1)}
-    for package in ("vllm", "deepspeed", "transformers", "peft", "ray"):
-        try:
-            machine[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    installed = {d.metadata["Name"].lower(): d.version for d in importlib.metadata.distributions()}
+    machine |= {p: installed[p] for p in ("vllm", "deepspeed", "transformers", "peft", "ray") if p in installed}
     return machine, missing
 
 

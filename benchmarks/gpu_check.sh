@@ -68,7 +68,8 @@ for part in ${parts//,/ }; do
     [[ -n "${LIMIT_S[$part]+set}" ]] || usage_error "--parts: unknown part '$part' (known: $ALL_PARTS)"
 done
 [[ -n "${parts//,/}" ]] || usage_error "--parts: no part named"
-[[ -z "$part_timeout" || "$part_timeout" =~ ^[1-9][0-9]*$ ]] || usage_error "--part-timeout: '$part_timeout' is not a whole number of seconds"
+[[ -z "$part_timeout" || "$part_timeout" =~ ^[1-9][0-9]*$ ]] ||
+    usage_error "--part-timeout: '$part_timeout' is not a whole number of seconds"
 [[ -d "$(dirname "$out")" ]] || usage_error "--out: folder $(dirname "$out") does not exist"
 out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
 

@@ -4,6 +4,7 @@ its part loop on a stand-in interpreter, and the checks computed from hand-made 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -107,6 +108,7 @@ def test_a_failing_nvidia_smi_exits_3_with_its_message(tmp_path):
     assert "could not communicate" in result.stderr
 
 
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM installed: the preflight would pass")
 def test_an_environment_without_the_gpu_extra_exits_4_naming_it(tmp_path):
     """This test environment has CPU torch and no vLLM: the preflight must say so, not start measuring."""
     path = fake_nvidia_smi(tmp_path / "bin", "GPU 0: NVIDIA H200 (UUID: GPU-0)")
@@ -150,7 +152,7 @@ exec {sys.executable} "$@"
     assert report["passed"] is False
     assert report["machine"] == {"gpu": "stand-in"}
     assert report["parts"]["scoring"] == SCORING
-    assert report["parts"]["prefix"] == {"status": "timed out", "limit_s": 1.0}
+    assert report["parts"]["prefix"] == {"status": "timed out after 1 s", "limit_s": 1.0}
     failed = {c["part"] for c in report["checks"] if not c["passed"]}
     assert failed == {"(b) prefix", "(c) embedding"}
     logs = result.stderr.strip().splitlines()[-1].removeprefix("logs kept in ")
@@ -188,6 +190,7 @@ def test_all_parts_measured_and_within_tolerance_pass_with_ratios_in_the_table()
     report = gpu_check.build_report(parts, {"gpu": "H200"})
     assert report["passed"] is True
     assert json.loads(json.dumps(report)) == report
+    assert gpu_check.build_report({"embedding": EMBEDDING}, {})["passed"] is True  # a part without checks
     values = {(part, measure): value for part, measure, value, _ in gpu_check.table_rows(parts)}
     assert values[("(a) scoring", "vLLM pairs/s (bfloat16)")] == "2,000 (5.00x)"
     assert values[("(a) scoring", "vLLM vs transformers, bfloat16: max |diff|")] == "2.10e-02"  # reported only
@@ -216,16 +219,17 @@ def test_a_failed_float32_engine_and_a_nan_loss_are_failed_checks():
 
 
 def test_part_outcome_says_why_a_part_has_no_measurements():
-    assert gpu_check.part_outcome(None, 124, 150.0) == {"status": "timed out", "limit_s": 150.0}
+    assert gpu_check.part_outcome(None, 124, 150.0) == {"status": "timed out after 150 s", "limit_s": 150.0}
     assert gpu_check.part_outcome(None, None, 150.0) == {"status": "not run"}
     assert gpu_check.part_outcome(None, 1, 150.0, "Traceback ...\n  File x\nCUDA error: out of memory\n\n") == {
-        "status": "failed", "exit_code": 1, "error": "CUDA error: out of memory"}
+        "status": "exit 1: CUDA error: out of memory", "exit_code": 1}
     assert gpu_check.part_outcome(EMBEDDING, 0, 90.0) == EMBEDDING
     assert gpu_check.part_outcome(EMBEDDING, 139, 90.0) == {**EMBEDDING, "exit_code": 139}
 
 
 def test_format_table_aligns_columns():
-    text = gpu_check.format_table([("(a) scoring", "vLLM pairs/s", "2,000", ""), ("(b) prefix", "on / off", "2.50x", "ok")])
+    text = gpu_check.format_table([("(a) scoring", "vLLM pairs/s", "2,000", ""),
+                                   ("(b) prefix", "on / off", "2.50x", "ok")])
     lines = text.splitlines()
     assert lines[0].split() == ["part", "measure", "value", "check"]
     assert set(lines[1].replace(" ", "")) == {"-"}
