@@ -72,7 +72,8 @@ def configure_console(level: str = "INFO", interactive: bool | None = None) -> C
 
 def configure_ray_output() -> None:
     """After `import ray`: Ray Data's console handler at the third-party level (its DEBUG file log in the
-    session's logs directory stays complete) and, off a terminal, no progress bars and no note about them."""
+    session's logs directory stays complete); on a terminal Ray Data's live progress view, off one no progress
+    bars and no note about them."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
@@ -80,6 +81,8 @@ def configure_ray_output() -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if not type(handler).__name__.endswith("FileHandler"):  # logging.FileHandler, Ray's SessionFileHandler
             handler.setLevel(settings.third_party_level)
-    if not settings.interactive:
+    if settings.interactive:  # Ray 2.60's tqdm bars do not reach a local terminal; its rich ones do
+        context.enable_rich_progress_bars, context.use_ray_tqdm = True, False
+    else:
         context.enable_progress_bars = False
         logging.getLogger(RAY_DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)

@@ -90,6 +90,16 @@ def test_own_loggers_at_the_level_third_party_from_warning(clean_console):
 def test_a_terminal_keeps_its_progress_bars(clean_console):
     console.configure_console("INFO", interactive=True)
     assert "RAY_DATA_DISABLE_PROGRESS_BARS" not in os.environ and "TQDM_DISABLE" not in os.environ
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    saved = (context.enable_progress_bars, context.enable_rich_progress_bars, context.use_ray_tqdm)
+    try:
+        console.configure_ray_output()  # Ray Data's rich view: its tqdm bars do not reach a local terminal
+        assert (context.enable_progress_bars, context.enable_rich_progress_bars, context.use_ray_tqdm) == (
+            True, True, False)
+    finally:
+        context.enable_progress_bars, context.enable_rich_progress_bars, context.use_ray_tqdm = saved
 
 
 def test_line_progress_logs_at_most_once_a_minute(caplog):
