@@ -96,8 +96,7 @@ def test_a_terminal_keeps_its_progress_bars(clean_console):
     saved = (context.enable_progress_bars, context.enable_rich_progress_bars, context.use_ray_tqdm)
     try:
         console.configure_ray_output()  # Ray Data's rich view: its tqdm bars do not reach a local terminal
-        assert (context.enable_progress_bars, context.enable_rich_progress_bars, context.use_ray_tqdm) == (
-            True, True, False)
+        assert (context.enable_rich_progress_bars, context.use_ray_tqdm) == (True, False)
     finally:
         context.enable_progress_bars, context.enable_rich_progress_bars, context.use_ray_tqdm = saved
 
