@@ -180,10 +180,15 @@ def run_entry(main_body, parser: argparse.ArgumentParser, argv: list[str] | None
     try:
         main_body(resolve_config(args), args)
     except CRSError as exc:
-        one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())  # e.g. YAML's
-        print(f"error: {redact(one_line)}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     return 0
+
+
+def report_error(exc: CRSError) -> int:
+    """One `error: ...` line on stderr (multi-line messages, e.g. YAML's, joined; secrets redacted); exit code 2."""
+    one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    print(f"error: {redact(one_line)}", file=sys.stderr)
+    return 2
 
 
 def init_ray(config: Config) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from crs_core.config import DATA_DIR_ENV, DataConfig, load_config
@@ -18,7 +17,7 @@ from crs_core.data import jsonl
 from crs_core.data.fetch import FetchOptions, default_data_dir, fetch_dataset
 from crs_core.data.sources import load_manifest
 from crs_core.errors import CRSError
-from crs_core.redaction import redact
+from rayjobs.common import report_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.handler(args)
     except CRSError as exc:
-        one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-        print(f"error: {redact(one_line)}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     return 0
 
 
