@@ -140,16 +140,16 @@ def resolve_config(args: argparse.Namespace) -> Config:
     first = recorded if recorded.is_file() else dataset_config(dataset)
     config = load_layers([first, *args.config], args.overrides, flags)
     check_model_paths(config)
-    saved = redacted_copy(config).to_dict()
+    redacted = redacted_copy(config)
     target = config.run_dir() / CONFIG_FILE
     if target.is_file():
-        changes = _changed_settings(yaml.safe_load(target.read_text(encoding="utf-8")) or {}, saved)
+        changes = _changed_settings(yaml.safe_load(target.read_text(encoding="utf-8")) or {}, redacted.to_dict())
         if not changes:
             return config
         shown = "; ".join(changes[:MAX_CHANGES_SHOWN]) + (f"; and {len(changes) - MAX_CHANGES_SHOWN} more"
                                                            if len(changes) > MAX_CHANGES_SHOWN else "")
         log.warning("%s: settings changed (%s); saved", target, shown)
-    save_config(redacted_copy(config), target)
+    save_config(redacted, target)
     return config
 
 
