@@ -91,6 +91,25 @@ def test_features_of_a_hand_made_dialogue() -> None:
     assert f["title_words_any"][0] == 0
 
 
+def test_pair_products_equal_the_contexts_by_catalog_product() -> None:
+    """Per-pair dot products (no contexts x catalog matrix) give exactly the values of the full product, for
+    dense topic rows with recency weights and for sparse word rows with idf weights."""
+    from scipy import sparse
+
+    from crs_core.student.features import _row_dot
+
+    rng = np.random.default_rng(0)
+    left = (rng.random((30, 23)) < 0.2) * 0.5 ** rng.integers(0, 6, (30, 23)).astype(np.float32)
+    right = (rng.random((40, 23)) < 0.3).astype(np.float32)
+    words_left = sparse.csr_matrix((rng.random((30, 500)) < 0.02).astype(np.float32))
+    words_right = sparse.csr_matrix((rng.random((40, 500)) < 0.01) * rng.random((40, 500)).astype(np.float32))
+    c, i = rng.integers(0, 30, 300), rng.integers(0, 40, 300)
+    contexts, position = np.unique(c, return_inverse=True)
+    for a, b in ((left.astype(np.float32), right), (words_left, words_right)):
+        full = np.asarray((sparse.csr_matrix(a[contexts]) @ sparse.csr_matrix(b).T).todense(), dtype=np.float32)
+        assert np.array_equal(_row_dot(a, b, contexts, position, i), full[position, i])
+
+
 def test_feature_student_fits_saves_loads_and_scores(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     n_groups, per = 60, 8

@@ -1,15 +1,15 @@
 """The feature student inside the `distill` and `score` stages: build features from the run's artifacts,
 fit with grouped cross-validation, save, and score (context, item) pairs in-process.
 
-Scoring runs vectorised in the driver, not on Ray Data actors: the features are matrix products over ALL
-contexts and ALL items at once (plus item-item similarity tables of the whole catalog), which is what makes
-1.4M pairs take about a minute on two cores; per-context actor calls would rebuild those tables in every
-actor and lose the batching, for a model whose prediction step is itself milliseconds.
+Scoring runs vectorised in the driver, not on Ray Data actors: features and predictions are computed for
+blocks of ~200k pairs at once (a block's features are dropped before the next), which is what makes 1.4M
+pairs take about a minute on two cores in bounded memory; per-context actor calls would rebuild the item
+side in every actor and lose the batching, for a model whose prediction step is itself milliseconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,14 @@ from crs_core.embed import read_embeddings
 from crs_core.errors import DataError
 from crs_core.schema import TEACHER_STATUS_OK, Catalog, Sample
 from crs_core.student.feature_scorer import FeatureScorer, fidelity
-from crs_core.student.features import FEATURE_NAMES, ContextSide, ItemSide, context_side, item_side
+from crs_core.student.features import (
+    FEATURE_NAMES,
+    ContextSide,
+    ItemSide,
+    context_side,
+    item_side,
+    pair_features,
+)
 
 OOF_FILE = "oof.parquet"
 OOF_SCHEMA = pa.schema([
@@ -98,18 +105,20 @@ def train_feature_student(config: StudentConfig, seed: int, teacher: pa.Table, s
     return summary
 
 
-def features_of(items: ItemSide, contexts: ContextSide, c: np.ndarray, i: np.ndarray,
-                block: int = 200_000) -> np.ndarray:
-    """Features in blocks of whole contexts (bounded memory for 1.4M pairs)."""
-    from crs_core.student.features import pair_features
-
-    parts, start = [], 0
+def context_blocks(c: np.ndarray, block: int = 200_000) -> Iterator[slice]:
+    """Slices of about `block` pairs that never split a context (c sorted), so memory is bounded by the block."""
+    start = 0
     while start < len(c):
         end = min(len(c), start + block)
         while end < len(c) and c[end] == c[end - 1]:
             end += 1
-        parts.append(pair_features(contexts, items, c[start:end], i[start:end]))
+        yield slice(start, end)
         start = end
+
+
+def features_of(items: ItemSide, contexts: ContextSide, c: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """Features of the pairs, computed in blocks of whole contexts (when c is sorted by context)."""
+    parts = [pair_features(contexts, items, c[b], i[b]) for b in context_blocks(c)]
     return np.concatenate(parts) if parts else np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
 
 
@@ -128,7 +137,9 @@ def score_feature_rows(student_dir: Path, rows: Sequence[dict], samples: Sequenc
     column = {int(item): n for n, item in enumerate(catalog.item_ids)}
     i = np.array([column[int(item)] for item in item_ids])
     order = np.argsort(c, kind="stable")
+    c, i = c[order], i[order]
     scores = np.empty(len(c), dtype=np.float32)
-    scores[order] = scorer.predict(features_of(items, contexts, c[order], i[order]))
+    for block in context_blocks(c):  # features live one block at a time: memory does not grow with the pairs
+        scores[order[block]] = scorer.predict(pair_features(contexts, items, c[block], i[block]))
     sample_ids = [r["sample_id"] for r in rows for _ in r["item_ids"]]
     return sample_ids, item_ids, scores

@@ -12,7 +12,7 @@ Left out on purpose: the dialogue-item retrieval similarity. The judged non-gold
 retriever's top 50, so a model would learn "low similarity = the human's pick = relevant" and score the rest
 of the catalog high; grouped CV also showed no gain from it (0.627 without vs 0.626 with).
 
-Most features are products of a context side (contexts x vocabulary) and an item side (items x vocabulary),
+Most features are dot products of a context row (vocabulary) and an item row, computed pair by pair,
 so the features of ~1.4M pairs take about a minute. `pair_features` returns float32 columns named by
 `FEATURE_NAMES`.
 """
@@ -20,7 +20,7 @@ so the features of ~1.4M pairs take about a minute. `pair_features` returns floa
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,24 +106,61 @@ def _ngrams(words: list[str], longest: int = 4) -> set[str]:
     return {" ".join(words[k:k + n]) for n in range(1, longest + 1) for k in range(len(words) - n + 1)}
 
 
+def _binary(rows: list[set[str]], vocab: dict[str, int]) -> sparse.csr_matrix:
+    """(len(rows), len(vocab)) 0/1 in CSR: people and title words are a few per row out of tens of thousands."""
+    return _ones_at([{vocab[v] for v in values if v in vocab} for values in rows], len(vocab))
+
+
+def _ones_at(columns: list[set[int]], width: int) -> sparse.csr_matrix:
+    """(len(columns), width) CSR with a 1 at each row's columns."""
+    cols = [sorted(c) for c in columns]
+    indptr = np.cumsum([0, *(len(c) for c in cols)])
+    indices = np.fromiter((k for c in cols for k in c), dtype=np.int32, count=int(indptr[-1]))
+    return sparse.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(len(cols), width))
+
+
+def _dense_row_sums(matrix: sparse.csr_matrix, chunk: int = 1024) -> np.ndarray:
+    """Row sums exactly as numpy sums a dense float32 row (pairwise), a chunk of rows at a time."""
+    return np.concatenate([matrix[k:k + chunk].toarray().sum(1) for k in range(0, matrix.shape[0], chunk)]
+                          or [np.zeros(0, dtype=np.float32)])
+
+
+def _title_weights(words: list[set[str]], vocab: dict[str, int]) -> sparse.csr_matrix:
+    """Title words weighted by idf, each row summing to 1."""
+    matrix = _binary(words, vocab)
+    counts = np.asarray(matrix.sum(0), dtype=np.float32).ravel()
+    matrix.data *= np.log(len(words) / np.maximum(counts, 1.0))[matrix.indices]
+    matrix.data /= np.repeat(np.maximum(_dense_row_sums(matrix), 1e-9), np.diff(matrix.indptr))
+    return matrix
+
+
+def _off_diagonal(values: np.ndarray, rows: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Zero where a row item is compared with itself."""
+    values[np.asarray(rows)[:, None] == np.asarray(others)[None, :]] = 0.0
+    return values
+
+
 @dataclass
 class ItemSide:
-    """Per catalog item (catalog order): topics, KG genres and people, title words, year, embedding, and the
-    item-item content similarities (diagonal zero)."""
+    """Per catalog item (catalog order): topics, KG genres and people, title words, year, embedding and the
+    embedding cosine table. Genre Jaccard and shared people are computed for the rows a context needs.
+
+    The cosine table is the one catalog x catalog array (4 x items^2 bytes: 173 MB for ReDial's 6,576 items):
+    numpy computes `emb @ emb.T` with syrk, whose last bits no per-row product reproduces, and a last-bit change
+    in one feature changes the fitted trees and so every score. Computing it per pair (in float64, which would
+    also make it independent of the BLAS build) is a deliberate numbers-changing step left for later."""
 
     topics: np.ndarray  # (I, T)
     genres: np.ndarray  # (I, G) KG genres
-    people: np.ndarray  # (I, P) directors and stars
-    directors: np.ndarray  # (I, P) directors only
+    people: sparse.csr_matrix  # (I, P) directors and stars
+    directors: sparse.csr_matrix  # (I, P) directors only
     person_vocab: dict[str, int]
     title_vocab: dict[str, int]
-    title_matrix: np.ndarray  # (I, W) idf weights, rows sum to 1
+    title_matrix: sparse.csr_matrix  # (I, W) idf weights, rows sum to 1
     years: np.ndarray
     item_plot_chars: np.ndarray
     embeddings: np.ndarray  # (I, d) L2-normalised
-    cosine: np.ndarray  # (I, I) embedding cosine
-    jaccard: np.ndarray  # (I, I) KG genre Jaccard
-    shared_people: np.ndarray  # (I, I) people in common
+    cosine_table: np.ndarray  # (I, I) embedding cosine, diagonal zero
 
     @property
     def item_year(self) -> np.ndarray:
@@ -137,12 +174,22 @@ class ItemSide:
     def item_is_short(self) -> np.ndarray:
         return self.topics[:, list(TOPICS).index("documentary")]
 
+    def cosine(self, rows: np.ndarray, others: list[int]) -> np.ndarray:
+        """(len(rows), len(others)) embedding cosine; 0 for an item against itself."""
+        return self.cosine_table[np.ix_(rows, others)]
 
-def _binary(rows: list[set[str]], vocab: dict[str, int]) -> np.ndarray:
-    out = np.zeros((len(rows), len(vocab)), dtype=np.float32)
-    for r, values in enumerate(rows):
-        out[r, [vocab[v] for v in values if v in vocab]] = 1.0
-    return out
+    def jaccard(self, rows: np.ndarray, others: list[int]) -> np.ndarray:
+        """KG genre Jaccard of the rows against `others`; 0 for an item against itself."""
+        left, right = self.genres[rows], self.genres[others]
+        inter = left @ right.T
+        union = left.sum(1)[:, None] + right.sum(1)[None, :] - inter
+        values = np.where(union > 0, inter / np.maximum(union, 1.0), 0.0).astype(np.float32)
+        return _off_diagonal(values, rows, others)
+
+    def shared_people(self, rows: np.ndarray, others: list[int]) -> np.ndarray:
+        """People in common; 0 for an item against itself."""
+        values = (self.people[rows] @ self.people[others].T).toarray().astype(np.float32)
+        return _off_diagonal(values, rows, others)
 
 
 def item_side(catalog: Catalog, embeddings: np.ndarray) -> ItemSide:
@@ -151,25 +198,20 @@ def item_side(catalog: Catalog, embeddings: np.ndarray) -> ItemSide:
     topics = np.stack([np.maximum(topic_flags(f"{it.title} {it.plot}"),
                                   np.array([t in genre_sets[k] for t in TOPICS], dtype=np.float32))
                        for k, it in enumerate(items)])
-    genres = _binary(genre_sets, {g: k for k, g in enumerate(sorted(set().union(*genre_sets)))})
+    genres = _binary(genre_sets, {g: k for k, g in enumerate(sorted(set().union(*genre_sets)))}).toarray()
     people_sets = [{" ".join(_words(p)) for p in (*it.directors, *it.stars)} for it in items]
     person_vocab = {p: k for k, p in enumerate(sorted(set().union(*people_sets) - {""}))}
     people = _binary(people_sets, person_vocab)
     directors = _binary([{" ".join(_words(p)) for p in it.directors} for it in items], person_vocab)
     words = [title_words(it.title) for it in items]
     vocab = {w: k for k, w in enumerate(sorted(set().union(*words)))}
-    title_matrix = _binary(words, vocab)
-    title_matrix *= np.log(len(items) / np.maximum(title_matrix.sum(0), 1.0))
-    title_matrix /= np.maximum(title_matrix.sum(1, keepdims=True), 1e-9)
-    emb = np.asarray(embeddings, dtype=np.float32)
-    union = genres.sum(1)[:, None] + genres.sum(1)[None, :] - genres @ genres.T
-    pairwise = [emb @ emb.T, np.where(union > 0, (genres @ genres.T) / np.maximum(union, 1.0), 0.0), people @ people.T]
-    for m in pairwise:
-        np.fill_diagonal(m, 0.0)
     years = np.array([item_year(it.title) for it in items], dtype=np.float32)
-    return ItemSide(topics, genres, people, directors, person_vocab, vocab, title_matrix,
+    emb = np.asarray(embeddings, dtype=np.float32)
+    cosine = emb @ emb.T
+    np.fill_diagonal(cosine, 0.0)
+    return ItemSide(topics, genres, people, directors, person_vocab, vocab, _title_weights(words, vocab),
                     np.nan_to_num(years, nan=NO_YEAR), np.array([len(it.plot) for it in items], dtype=np.float32),
-                    emb, *(m.astype(np.float32) for m in pairwise))
+                    emb, cosine.astype(np.float32, copy=False))
 
 
 @dataclass
@@ -182,10 +224,10 @@ class ContextSide:
     topic_any: np.ndarray  # (C, T) any seeker turn
     topic_system: np.ndarray  # (C, T) latest recommender turn
     topic_negated: np.ndarray  # (C, T) negated in a seeker turn
-    words_latest: np.ndarray  # (C, W) title words in the last three turns
-    words_any: np.ndarray  # (C, W) title words anywhere
-    people_named: np.ndarray  # (C, P) full names said
-    directors_named: np.ndarray  # (C, P) full or last names said
+    words_latest: sparse.csr_matrix  # (C, W) title words in the last three turns
+    words_any: sparse.csr_matrix  # (C, W) title words anywhere
+    people_named: sparse.csr_matrix  # (C, P) full names said
+    directors_named: sparse.csr_matrix  # (C, P) full or last names said
     wants_new: np.ndarray
     wants_old: np.ndarray
     cited: list[list[int]]  # catalog rows of context_items
@@ -204,7 +246,7 @@ def context_side(samples: Sequence[Sample], catalog: Catalog, items: ItemSide, u
     for name, k in items.person_vocab.items():
         if len(name.split()[-1]) >= 5:
             last_names.setdefault(name.split()[-1], set()).add(k)
-    director_ids = set(np.flatnonzero(items.directors.sum(0)).tolist())
+    director_ids = set(np.unique(items.directors.indices).tolist())
     new, old = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
     for c, sample in enumerate(samples):
         seeker = _seeker_turns(sample)
@@ -228,10 +270,9 @@ def context_side(samples: Sequence[Sample], catalog: Catalog, items: ItemSide, u
         said["latest"].append(set(_words(" ".join(sample.context[-3:]))))
         said["people"].append(grams)
         said["directors"].append({k for w in words for k in last_names.get(w, ()) if k in director_ids})
-    people = _binary(said["people"], items.person_vocab)
-    directors = people.copy()
-    for c, found in enumerate(said["directors"]):
-        directors[c, sorted(found)] = 1.0
+    named = [{items.person_vocab[g] for g in grams if g in items.person_vocab} for grams in said["people"]]
+    people = _ones_at(named, len(items.person_vocab))
+    directors = _ones_at([cols | found for cols, found in zip(named, said["directors"])], len(items.person_vocab))
     cited = [[catalog.column(i) for i in s.context_items if i in catalog] for s in samples]
     gold = [[catalog.column(i) for i in s.targets if i in catalog] for s in samples] if use_gold else [[] for _ in samples]
     return ContextSide(fields["latest"], fields["recent"], fields["decay"], fields["any"], fields["system"],
@@ -239,14 +280,30 @@ def context_side(samples: Sequence[Sample], catalog: Catalog, items: ItemSide, u
                        people, directors, new, old, cited, gold)
 
 
-def _max_over(matrix: np.ndarray, rows: np.ndarray, others: list[int]) -> np.ndarray:
-    """max_r matrix[row, r] over `others` (0 when there are none); the diagonal is zero, so an item is never
-    compared with itself."""
-    return matrix[np.ix_(rows, others)].max(1) if others else np.zeros(len(rows), dtype=np.float32)
+def _max_over(similarity: Callable[[np.ndarray, list[int]], np.ndarray], rows: np.ndarray,
+              others: list[int]) -> np.ndarray:
+    """max over `others` of similarity(rows, others) (0 when there are none; an item against itself counts 0)."""
+    return similarity(rows, others).max(1) if others else np.zeros(len(rows), dtype=np.float32)
 
 
-def _products(ctx: ContextSide, items: ItemSide, contexts: np.ndarray) -> dict[str, np.ndarray]:
-    """(len(contexts), I) matrices of every feature that is a product of a context row and an item row."""
+def _row_dot(left: np.ndarray | sparse.csr_matrix, right: np.ndarray | sparse.csr_matrix, contexts: np.ndarray,
+             position: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """<left[contexts[position[k]]], right[i[k]]> for every pair k, summed in ascending column order in float32
+    (the order of a sparse matrix product, so the values are those of the contexts x catalog product) without
+    materialising that product: dense (topic) rows column by column, sparse (word, people) rows through a sparse
+    product whose few non-zeros are then looked up."""
+    if sparse.issparse(left):
+        product = (left[contexts] @ right.T).tocsr()
+        return np.asarray(product[position, i], dtype=np.float32).ravel()
+    rows, cols = left[contexts][position], right[i]
+    total = np.zeros(len(i), dtype=np.float32)
+    for t in range(rows.shape[1]):
+        total += rows[:, t] * cols[:, t]
+    return total
+
+
+def _products(ctx: ContextSide, items: ItemSide, c: np.ndarray, i: np.ndarray) -> dict[str, np.ndarray]:
+    """Every feature that is the dot product of a context row and an item row, per pair."""
     pairs = {
         "topic_latest": (ctx.topic_latest, items.topics), "topic_recent": (ctx.topic_recent, items.topics),
         "topic_seeker_decay": (ctx.topic_decay, items.topics), "topic_seeker_any": (ctx.topic_any, items.topics),
@@ -254,20 +311,19 @@ def _products(ctx: ContextSide, items: ItemSide, contexts: np.ndarray) -> dict[s
         "title_words_latest": (ctx.words_latest, items.title_matrix), "title_words_any": (ctx.words_any, items.title_matrix),
         "people_named": (ctx.people_named, items.people), "director_named": (ctx.directors_named, items.directors),
     }
-    return {name: np.asarray((sparse.csr_matrix(left[contexts]) @ sparse.csr_matrix(right).T).todense(),
-                             dtype=np.float32)
-            for name, (left, right) in pairs.items()}
+    contexts, position = np.unique(c, return_inverse=True)
+    return {name: _row_dot(left, right, contexts, position, i) for name, (left, right) in pairs.items()}
 
 
 def pair_features(ctx: ContextSide, items: ItemSide, c: np.ndarray, i: np.ndarray) -> np.ndarray:
     """(n, len(FEATURE_NAMES)) float32 features of the pairs (context row c[k], catalog row i[k]): products
-    of context and item rows for all contexts at once, then the cited/gold similarities one context at a time."""
+    of context and item rows pair by pair, then the cited/gold similarities one context at a time."""
     c, i = np.asarray(c, dtype=np.int64), np.asarray(i, dtype=np.int64)
     out = np.zeros((len(c), len(FEATURE_NAMES)), dtype=np.float32)
     col = {name: k for k, name in enumerate(FEATURE_NAMES)}
-    contexts, position = np.unique(c, return_inverse=True)
-    for name, matrix in _products(ctx, items, contexts).items():
-        out[:, col[name]] = matrix[position, i]
+    contexts = np.unique(c)
+    for name, values in _products(ctx, items, c, i).items():
+        out[:, col[name]] = values
     n_topics = np.maximum(items.topics.sum(1), 1.0)
     out[:, col["topic_share_latest"]] = out[:, col["topic_latest"]] / n_topics[i]
     out[:, col["topic_share_decay"]] = out[:, col["topic_seeker_decay"]] / n_topics[i]
@@ -290,8 +346,8 @@ def pair_features(ctx: ContextSide, items: ItemSide, c: np.ndarray, i: np.ndarra
              "gold_people": _max_over(items.shared_people, rows, gold)}
         if cited:
             f["genre_share_cited"] = (items.genres[rows] @ items.genres[cited].max(0)) / n_genres[rows]
-            f["stars_cited"] = items.people[rows] @ items.people[cited].max(0)
-            cos = items.cosine[np.ix_(rows, cited)]
+            f["stars_cited"] = items.people[rows] @ items.people[cited].max(0).toarray().ravel()
+            cos = items.cosine(rows, cited)
             f["cos_cited_max"], f["cos_cited_mean"] = cos.max(1), cos.mean(1)
         for name, value in f.items():
             out[at, col[name]] = value
