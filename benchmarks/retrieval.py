@@ -20,11 +20,10 @@ chunked numpy brute force, their ratio and whether the top-k sets agree.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
-
-import dataclasses
 
 import numpy as np
 
@@ -33,7 +32,7 @@ from crs_core.embed import ITEMS, read_embeddings
 from crs_core.lexical import LexicalIndex
 from crs_core.prepare import load_prepared
 from crs_core.retrieval import candidate_recall, candidates_table, retrieve, top_k_inner_product
-from crs_core.retrieval_report import read_judgments, rank_band_report, top_band_lift
+from crs_core.retrieval_report import rank_band_report, read_judgments, top_band_lift
 
 CHUNK = 1024
 
@@ -113,7 +112,8 @@ def quality(args: argparse.Namespace) -> None:
         result = measure(retrieval_settings(overrides), run_dir, judgments, data, item_ids, item_vectors)
         seconds = time.perf_counter() - start
         report = result["report"]
-        bands = " | ".join("-" if b["mean"] is None else f"{b['mean']:.2f} (n={b['n']})" for b in report["bands"].values())
+        bands = " | ".join("-" if b["mean"] is None else f"{b['mean']:.2f} (n={b['n']})"
+                           for b in report["bands"].values())
         lift = top_band_lift(report)
         print(f"| {name} | {bands} | {'-' if lift is None else f'{lift:+.2f}'} | {report['spearman']:.3f} | "
               f"{100 * result['valid']['recall_new']:.1f} | {100 * result['test']['recall_new']:.1f} | {seconds:.1f} |",
@@ -146,7 +146,8 @@ def speed(args: argparse.Namespace) -> None:
     print(f"{'method':<8} {'seconds':>8} {'queries/s':>10}")
     print(f"{'faiss':<8} {faiss_s:>8.3f} {result['faiss_queries_per_s']:>10,.0f}")
     print(f"{'numpy':<8} {numpy_s:>8.3f} {result['numpy_queries_per_s']:>10,.0f}")
-    print(f"faiss speed-up x{result['faiss_speedup']}; identical top-{args.k} sets for {100 * same_sets:.1f}% of queries")
+    print(f"faiss speed-up x{result['faiss_speedup']}; "
+          f"identical top-{args.k} sets for {100 * same_sets:.1f}% of queries")
     out = Path(__file__).with_name("retrieval.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written: {out.name}")
@@ -158,7 +159,8 @@ def main() -> None:
     rank = modes.add_parser("quality", help="rank bands, Spearman and recall per retrieval setting")
     rank.add_argument("--run-dir", required=True, help="a run directory after prepare + embed")
     rank.add_argument("--judgments", required=True, help="recorded judgments (.jsonl[.gz]) or a teacher.parquet")
-    rank.add_argument("--setting", action="append", help="NAME=key=value,key=value (repeatable; default: a preset list)")
+    rank.add_argument("--setting", action="append",
+                      help="NAME=key=value,key=value (repeatable; default: a preset list)")
     rank.set_defaults(func=quality)
     fast = modes.add_parser("speed", help="faiss vs numpy queries/s on random unit vectors")
     fast.add_argument("--queries", type=int, default=10_000)

@@ -86,7 +86,7 @@ def bench_embedding(run_dir: Path, n: int) -> dict:
     try:
         for actors in (1, 2):
             pool = ActorPoolConfig(actors=actors, num_cpus=0.5 if actors == 2 else 1.0, batch_size=32)
-            vectors, seconds = _timed(lambda: embed_with_ray(table, config, pool))
+            vectors, seconds = _timed(lambda pool=pool: embed_with_ray(table, config, pool))
             result[f"ray_{actors}_actor"] = {"seconds": seconds, "rows_per_s": len(pairs) / seconds,
                                              "max_abs_diff_vs_loop": float(np.abs(vectors - reference).max())}
     finally:
@@ -148,8 +148,8 @@ def bench_scoring(run_dir: Path, contexts: int, candidates: int) -> dict:
              "item_ids": ids[k % len(ids):][:candidates]} for k in sorted(chosen)]
     result: dict = {"contexts": len(rows), "candidates_per_context": candidates}
     for name, scorer in _students():
-        batched, batched_s = _timed(lambda: score_rows(scorer, rows, texts, pairs_per_forward=candidates))
-        single, single_s = _timed(lambda: score_one_pair_at_a_time(scorer, rows, texts))
+        batched, batched_s = _timed(lambda scorer=scorer: score_rows(scorer, rows, texts, pairs_per_forward=candidates))
+        single, single_s = _timed(lambda scorer=scorer: score_one_pair_at_a_time(scorer, rows, texts))
         pairs = batched.num_rows
         diff = float(np.abs(batched.column("score").to_numpy() - single.column("score").to_numpy()).max())
         result[name] = {"pairs": pairs, "max_length": scorer.max_length, "batched_pairs_per_s": pairs / batched_s,
@@ -232,8 +232,8 @@ def bench_training(run_dir: Path, contexts: int, batch_sizes: list[int]) -> dict
                                    learning_rate=5e-5, cpus_per_worker=1.0, storage_path=storage)
                 for name, change in setups:
                     config = dataclasses.replace(base, **change)
-                    (_, metrics), wall = _timed(lambda c=config, n=name: train_stage(c, subset, "finetune",
-                                                                                      name=f"{n}-b{batch}"))
+                    (_, metrics), wall = _timed(lambda c=config, n=name, b=batch: train_stage(c, subset, "finetune",
+                                                                                               name=f"{n}-b{b}"))
                     epoch = metrics["history"][-1]
                     result[f"{name}_batch{batch}"] = {"samples_per_s": epoch["samples_per_s"],
                                                       "epoch_seconds": epoch["epoch_seconds"],

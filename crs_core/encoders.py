@@ -9,7 +9,7 @@ genres come first, so they are truncated from the RIGHT).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -144,7 +144,8 @@ class HFEncoder(Encoder):
             budget = (self.max_length - self.tokenizer.num_special_tokens_to_add()
                       - len(self.tokenizer(prefix, add_special_tokens=False)["input_ids"]))
             if budget < 1:
-                raise ConfigError(f"encoder.max_length: {self.max_length} leaves no room for text after the instruction")
+                raise ConfigError(f"encoder.max_length: {self.max_length} leaves no room for text "
+                                  "after the instruction")
             texts = [prefix + clip_text(self.tokenizer, t, budget, side) for t in texts]
             side = "right"
         self.tokenizer.truncation_side = side

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 from scipy import sparse
@@ -47,7 +47,8 @@ GENRE_CUES = (
     (r"westerns?|cowboys?", ("western",)),
 )
 GENRES = tuple(sorted({genre for _, genres in GENRE_CUES for genre in genres}))
-GENRE_PATTERN = re.compile(r"\b(?:" + "|".join(rf"(?P<cue{i}>{cues})" for i, (cues, _) in enumerate(GENRE_CUES)) + r")\b")
+GENRE_PATTERN = re.compile(r"\b(?:" + "|".join(rf"(?P<cue{i}>{cues})" for i, (cues, _) in enumerate(GENRE_CUES))
+                           + r")\b")
 # A cue word before a genre in the same clause negates it ("I don't like horror", "no musicals").
 NEGATION = re.compile(r"\b(?:not|no|never|nothing|without|hate|hates|dislike|dislikes|avoid|can't stand|"
                       r"cannot stand|neither|nor|isn't|aren't|don't|doesn't|won't|wouldn't|can't|not a fan)\b")
@@ -152,7 +153,8 @@ class LexicalIndex:
         prefs = [self.preferences(s) for s in samples]
         genre_col = {g: j for j, g in enumerate(self.genres)}
         asked = self._rows(prefs, lambda p: ((genre_col[g], v) for g, v in p.genres.items()), len(self.genres))
-        named = self._rows(prefs, lambda p: ((self.person_col[n], v) for n, v in p.people.items()), len(self.person_col))
+        named = self._rows(prefs, lambda p: ((self.person_col[n], v) for n, v in p.people.items()),
+                           len(self.person_col))
         cited = self._rows(prefs, lambda p: ((self.column[i], v) for i, v in p.cited.items()), len(self.item_ids))
         w = self.weights
         cited_people = cited @ self.person_matrix  # people of the cited films, weighted

@@ -25,7 +25,8 @@ from crs_core.schema import (
 )
 
 SPLITS = ("train", "valid", "test")
-ITEM_SETS_SCHEMA = pa.schema([pa.field("dialog_id", pa.string(), False), pa.field("items", pa.list_(pa.int64()), False)])
+ITEM_SETS_SCHEMA = pa.schema([pa.field("dialog_id", pa.string(), False),
+                              pa.field("items", pa.list_(pa.int64()), False)])
 OUTPUTS = ("items.parquet", *(f"samples/{s}.parquet" for s in SPLITS), "item_sets.parquet")
 
 
@@ -170,7 +171,8 @@ def format_summary(summary: dict) -> str:
     """The counts `crs prepare` prints, next to the paper's training label count."""
     lines = [f"dataset: {summary.get('label', summary['dataset'])}",
              f"catalog items: {summary['items']}",
-             f"{'split':<6} {'dialogues':>9} {'samples':>8} {'pairs':>7} {'new pairs':>9} {'mentions':>8} {'unmapped':>8}"]
+             f"{'split':<6} {'dialogues':>9} {'samples':>8} {'pairs':>7} {'new pairs':>9} "
+             f"{'mentions':>8} {'unmapped':>8}"]
     for split in SPLITS:
         c = summary["splits"][split]
         m = c["mentions"]
@@ -183,5 +185,6 @@ def format_summary(summary: dict) -> str:
     lines.append(f"training labels (repeated targets dropped): {summary['train_labels']}"
                  + (f" (paper: {paper})" if paper is not None else ""))
     if summary.get("item_sets"):
-        lines.append(f"extra item sets for collaborative baselines (KASCRS, valid/test excluded): {summary['item_sets']}")
+        lines.append("extra item sets for collaborative baselines (KASCRS, valid/test excluded): "
+                     f"{summary['item_sets']}")
     return "\n".join(lines)

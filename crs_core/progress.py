@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 60.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -151,7 +151,8 @@ def candidate_recall(candidates: pa.Table, samples: Sequence[Sample]) -> dict:
             hits, n = hits + hit, n + 1
             if target not in sample.context_items:
                 hits_new, n_new = hits_new + hit, n_new + 1
-    return {"recall": hits / n if n else None, "n": n, "recall_new": hits_new / n_new if n_new else None, "n_new": n_new}
+    return {"recall": hits / n if n else None, "n": n,
+            "recall_new": hits_new / n_new if n_new else None, "n_new": n_new}
 
 
 def run_retrieve(config: Config, run: RunDir, force: bool = False) -> dict:

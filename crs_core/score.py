@@ -284,8 +284,9 @@ def format_score(summary: dict) -> str:
     student, agree = summary["student"], summary["agreement"]
     held = (f"out-of-fold ({student['folds']}-fold grouped by context, {student['contexts']} contexts)"
             if "folds" in student else "held-out")
-    lines = [f"student ({student['kind']}): {student['train_pairs']} training pairs, {student['failed_excluded']} failed "
-             f"teacher rows left out; {held} MAE {_num(agree['mae'])}, Spearman {_num(agree['spearman'])}"]
+    lines = [f"student ({student['kind']}): {student['train_pairs']} training pairs, "
+             f"{student['failed_excluded']} failed teacher rows left out; "
+             f"{held} MAE {_num(agree['mae'])}, Spearman {_num(agree['spearman'])}"]
     if "spearman_non_gold" in agree:
         precision = agree["precision_relevant"]
         lines.append(f"  Spearman on non-gold pairs {_num(agree['spearman_non_gold'])}; student calls >= 3: "

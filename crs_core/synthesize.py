@@ -6,8 +6,8 @@ Only stored scores are re-filtered (nothing is re-scored), so a sweep over tau c
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +17,6 @@ from crs_core import __version__
 from crs_core.artifacts import RunDir, fingerprint, read_table, write_json, write_table
 from crs_core.config import Config
 from crs_core.figures import STUDENT_SCORES, plot_student_scores
-from crs_core.student.feature_pipeline import OOF_FILE, OOF_SCHEMA
 from crs_core.schema import (
     SAMPLES_SCHEMA,
     SCORES_SCHEMA,
@@ -25,6 +24,7 @@ from crs_core.schema import (
     Sample,
     table_to_samples,
 )
+from crs_core.student.feature_pipeline import OOF_FILE, OOF_SCHEMA
 
 SYNTHETIC = "synthetic.parquet"
 OOF = f"checkpoints/student/{OOF_FILE}"  # the feature student's out-of-fold predictions of the judged pairs
@@ -176,9 +176,11 @@ def _curve_lines(summary: dict) -> list[str]:
     if not curve:
         return []
     lines = [f"tau curve (precision = share of judged non-gold pairs scoring >= tau out of fold that the LLM judged "
-             f">= 3; {TAU_CURVE}, {TAU_PLOT}):", f"  {'tau':>5} {'ratio':>6} {'added':>7} {'precision':>9} {'judged':>6}"]
+             f">= 3; {TAU_CURVE}, {TAU_PLOT}):",
+             f"  {'tau':>5} {'ratio':>6} {'added':>7} {'precision':>9} {'judged':>6}"]
     for p in curve:
         ratio = f"{p['ratio']:.2f}x" if p["ratio"] else "-"
         precision = "-" if p["precision"] is None else f"{p['precision']:.3f}"
-        lines.append(f"  {p['threshold']:>5g} {ratio:>6} {p['added_labels']:>7,} {precision:>9} {p['judged_new_positives']:>6}")
+        lines.append(f"  {p['threshold']:>5g} {ratio:>6} {p['added_labels']:>7,} {precision:>9} "
+                     f"{p['judged_new_positives']:>6}")
     return lines

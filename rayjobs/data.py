@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dialogues without a split: share for valid (default: %(default)s)")
     check.add_argument("--test-fraction", type=float, default=defaults.test_fraction,
                        help="dialogues without a split: share for test (default: %(default)s)")
-    check.add_argument("--seed", type=int, default=defaults.valid_seed, help="split shuffle seed (default: %(default)s)")
+    check.add_argument("--seed", type=int, default=defaults.valid_seed,
+                       help="split shuffle seed (default: %(default)s)")
     check.set_defaults(handler=run_check)
     return parser
 

@@ -67,13 +67,16 @@ RANKING = list(range(4))
 
 BAD_INPUTS = [
     # --- data files ---------------------------------------------------------------------------------
-    BadInput("truncated-gzip", "data file", PREP, ("train_data_dbpedia.jsonl.gz", "truncated file"), truncate_train_gzip),
+    BadInput("truncated-gzip", "data file", PREP, ("train_data_dbpedia.jsonl.gz", "truncated file"),
+             truncate_train_gzip),
     BadInput("malformed-json", "data file", PREP, ("test_data_dbpedia.jsonl", "line 2", "malformed JSON"),
              write(f"data/{UNICRS}/test_data_dbpedia.jsonl", lines(DIALOGUE) + "{not json\n")),
     BadInput("missing-field", "data file", PREP, ("test_data_dbpedia.jsonl", "line 1", "field '[0].text'", "missing"),
              write(f"data/{UNICRS}/test_data_dbpedia.jsonl", lines([{"role": "SEEKER", "movie": []}]))),
-    BadInput("wrong-field-type", "data file", PREP, ("valid_data_dbpedia.jsonl", "line 1", "'[0].movie'", "expected list"),
-             write(f"data/{UNICRS}/valid_data_dbpedia.jsonl", lines([{"text": "hi", "role": "SEEKER", "movie": "Up"}]))),
+    BadInput("wrong-field-type", "data file", PREP,
+             ("valid_data_dbpedia.jsonl", "line 1", "'[0].movie'", "expected list"),
+             write(f"data/{UNICRS}/valid_data_dbpedia.jsonl",
+                   lines([{"text": "hi", "role": "SEEKER", "movie": "Up"}]))),
     BadInput("wrong-schema", "data file", PREP, ("valid_data_dbpedia.jsonl", "line 1", "expected a list of utterances"),
              write(f"data/{UNICRS}/valid_data_dbpedia.jsonl", lines({"dialog": DIALOGUE}))),
     BadInput("unknown-role", "data file", PREP, ("valid_data_dbpedia.jsonl", "line 1", "'[0].role'", "'BOT'"),

@@ -112,7 +112,8 @@ def make_wide_inspired(root: Path, dialogues: int) -> Path:
     """The tiny INSPIRED tree with `dialogues` distinct train dialogues (2 train samples each), so that
     labelling and scoring take long enough to be interrupted."""
     make_inspired(root)
-    variants = [[{**DIALOGUE[0], "text": f"Hi! What do you like? (visit {i})"}, *DIALOGUE[1:]] for i in range(dialogues)]
+    variants = [[{**DIALOGUE[0], "text": f"Hi! What do you like? (visit {i})"}, *DIALOGUE[1:]]
+                for i in range(dialogues)]
     write_jsonl(root / "inspired" / "unicrs" / "train_data_dbpedia.jsonl.gz", variants, gz=True)
     return root
 

@@ -46,7 +46,7 @@ class LocalLLMServer:
         self._log_file = Path(tempfile.mkstemp(prefix="llm-server-", suffix=".log")[1])
         self._proc: subprocess.Popen | None = None
 
-    def start(self) -> "LocalLLMServer":
+    def start(self) -> LocalLLMServer:
         # One torch thread: on 2 shared cores, OpenMP threads spin against the test process and other jobs
         # (measured: a 96-token answer took 4 s with 1 thread, 40-50 s with 2 under load).
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -123,7 +123,7 @@ class LocalLLMServer:
             return []
         return out.split()
 
-    def __enter__(self) -> "LocalLLMServer":
+    def __enter__(self) -> LocalLLMServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -174,7 +174,7 @@ class ScriptedServer:
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         self._thread.start()
         return self
 

@@ -100,7 +100,8 @@ def test_ease_rejects_bad_l2(l2: object) -> None:
 def test_build_model() -> None:
     model = build_model("ease", l2=3)
     assert isinstance(model, EASE) and model.params() == {"l2": 3.0}
-    with pytest.raises(ValueError, match=r"unknown model 'als'; known models: barcor, ease, llama, minilm, minilm-id, popularity, unicrs"):
+    with pytest.raises(ValueError, match=r"unknown model 'als'; known models: "
+                                         r"barcor, ease, llama, minilm, minilm-id, popularity, unicrs"):
         build_model("als")
 
 

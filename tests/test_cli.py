@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from tiny_data import make_inspired
 
 from crs_core.evaluation import evaluate_rankings, write_predictions

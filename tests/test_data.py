@@ -95,7 +95,8 @@ def test_redial_original_merges_messages_and_renders_titles(tmp_path):
 def test_entity_linker_handles_plurals_and_multiword_names():
     kg = KnowledgeGraph({"comedy": 1, "thriller": 2, "James Cameron": 3},
                         {"comedy": "genre", "thriller": "genre", "James Cameron": "person"}, set())
-    assert kg.entity_linker()("I like comedies and thrillers by james cameron") == ["James Cameron", "comedy", "thriller"]
+    linked = kg.entity_linker()("I like comedies and thrillers by james cameron")
+    assert linked == ["James Cameron", "comedy", "thriller"]
 
 
 # --- the whole prepare stage on a tiny data directory --------------------------------------------------
@@ -160,9 +161,11 @@ def test_prepare_reads_valid_test_from_the_cfcrs_annotations(tmp_path):
         (lambda root: write_jsonl(root / "inspired/unicrs/valid_data_dbpedia.jsonl",
                                   [[{"text": "hi", "role": "BOT", "movie": []}]]), ["line 1", "[0].role", "BOT"]),
         (lambda root: write_jsonl(root / "inspired/unicrs/valid_data_dbpedia.jsonl",
-                                  [[{"text": "hi", "role": "SEEKER", "movie": "Alien"}]]), ["[0].movie", "expected list"]),
+                                  [[{"text": "hi", "role": "SEEKER", "movie": "Alien"}]]),
+         ["[0].movie", "expected list"]),
         (lambda root: (root / "inspired/unicrs/train_data_dbpedia.jsonl.gz").write_bytes(
-            gzip.compress((json.dumps(DIALOGUE) + "\n").encode() * 50)[:200]), ["train_data_dbpedia.jsonl.gz", "truncated"]),
+            gzip.compress((json.dumps(DIALOGUE) + "\n").encode() * 50)[:200]),
+         ["train_data_dbpedia.jsonl.gz", "truncated"]),
         (lambda root: (root / "inspired/kg/id2info_inspired.json").write_text(
             json.dumps({"0": {"genre": []}})), ["id2info_inspired.json", "field '0.name'"]),
         (lambda root: (root / "inspired/kg/item_ids.json").unlink(), ["item_ids.json", "file not found"]),

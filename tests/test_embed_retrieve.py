@@ -56,7 +56,8 @@ GENRES = ["space adventure with astronauts", "romantic comedy in Paris", "haunte
           "courtroom legal drama", "animated talking animals", "heist thriller with a bank robbery",
           "high school musical", "zombie apocalypse survival", "world war two battle",
           "superhero saving the city", "detective solving a murder", "cooking competition documentary"]
-ITEMS = [Item(100 + i, f"Movie {i}", f"Movie {i} (2001) Genres: {g}. Plot: a film about {g}.") for i, g in enumerate(GENRES)]
+ITEMS = [Item(100 + i, f"Movie {i}", f"Movie {i} (2001) Genres: {g}. Plot: a film about {g}.")
+         for i, g in enumerate(GENRES)]
 
 
 def _sample(sid: str, wants: str, target: int, context_items: tuple[int, ...] = ()) -> Sample:
@@ -167,7 +168,8 @@ def test_build_encoder_hf_needs_a_model() -> None:
 def test_ray_actors_match_in_process_row_for_row(ray_local, minilm) -> None:
     docs = [item.description for item in ITEMS]
     queries = [f"User: I want a {g} film" for g in GENRES[:7]]
-    rows = [("items", str(i), DOCUMENT, t) for i, t in enumerate(docs)] + [("q", f"s{i}", QUERY, t) for i, t in enumerate(queries)]
+    rows = ([("items", str(i), DOCUMENT, t) for i, t in enumerate(docs)]
+            + [("q", f"s{i}", QUERY, t) for i, t in enumerate(queries)])
     table = pa.Table.from_pylist([{"row": i, "group": g, "key": k, "kind": kind, "text": t}
                                   for i, (g, k, kind, t) in enumerate(rows)], schema=TEXTS_SCHEMA)
     on_ray = embed_with_ray(table, EncoderConfig(max_length=64), POOL)

@@ -51,7 +51,8 @@ def test_grouped_folds_never_split_a_context() -> None:
 
 def _catalog() -> Catalog:
     return Catalog([
-        Item(1, "Insidious (2010)", "", ("horror", "thriller"), ("James Wan",), ("Patrick Wilson",), "A haunted house."),
+        Item(1, "Insidious (2010)", "", ("horror", "thriller"), ("James Wan",), ("Patrick Wilson",),
+             "A haunted house."),
         Item(2, "Big (1988)", "", ("comedy", "family"), ("Penny Marshall",), ("Tom Hanks",), "A boy wakes up grown."),
         Item(3, "Toy Story 4 (2019)", "", ("animation", "comedy"), ("Josh Cooley",), ("Tom Hanks",), "Toys road trip."),
         Item(4, "Earth (2007)", "", ("documentary",), ("Alastair Fothergill",), ("James Earl Jones",), "Nature."),

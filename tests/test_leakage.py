@@ -87,7 +87,8 @@ def test_backbone_and_student_inputs_add_nothing_beyond_the_context(inspired):
         decoded = tokenizer.decode(ids, skip_special_tokens=True)
         assert _squash(decoded) in _squash(tokenizer.decode(tokenizer(context)["input_ids"], skip_special_tokens=True))
         # the student reads (context, one candidate): for a target candidate, the turn's OTHER targets stay out
-        others = [data.catalog.get(t) for t in dict.fromkeys(sample.targets) if t in data.catalog and t != sample.targets[0]]
+        others = [data.catalog.get(t) for t in dict.fromkeys(sample.targets)
+                  if t in data.catalog and t != sample.targets[0]]
         pair_text = context + "\n" + item_text(data.catalog.get(sample.targets[0]))
         for other in others:
             if _title_words(other.title) not in _squash(context):

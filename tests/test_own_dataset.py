@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from book_dataset import catalog_rows, dialogue_rows, write_books, write_jsonl
+
 from crs_core.data import jsonl
 from crs_core.errors import DataError
 from crs_core.registry import CONFIG_PATH_ENV, known_datasets
@@ -65,7 +65,8 @@ def _bad_line(rows: list[dict], index: int, change) -> list[dict]:
          "dialogues.jsonl, line 4, field 'turns[1].items[0]': item 999 is not in the catalog"),
         ("dialogues", lambda r: r["turns"][0].update(role="user"),
          "dialogues.jsonl, line 4, field 'turns[0].role': expected one of seeker, recommender"),
-        ("dialogues", lambda r: r.update(dialog_id="book-00"), "line 4, field 'dialog_id': dialog_id 'book-00' already"),
+        ("dialogues", lambda r: r.update(dialog_id="book-00"),
+         "line 4, field 'dialog_id': dialog_id 'book-00' already"),
         ("dialogues", lambda r: r.update(split="dev"), "dialogues.jsonl, line 4, field 'split'"),
         ("dialogues", lambda r: r.update(split="test"), "39 of 40 dialogues have no 'split'"),
     ],
@@ -112,7 +113,8 @@ def test_the_whole_pipeline_runs_on_forty_book_dialogues(tmp_path: Path, monkeyp
     assert main(["run", "--dataset", "books", "--set", "ray.num_cpus=2"]) == 0
     out = capsys.readouterr().out
     assert "dataset: Books (forty test dialogues)" in out and "Books test (FNSCRS protocol" in out
-    assert "label expansion, Books (forty test dialogues)" in out and "paper" not in out.split("label expansion")[1][:400]
+    assert "label expansion, Books (forty test dialogues)" in out
+    assert "paper" not in out.split("label expansion")[1][:400]
     run = tmp_path / "runs" / "books" / "default"
     metrics = json.loads((run / "metrics.json").read_text())["test"]
     assert {"minilm", "minilm-aug", "popularity", "ease"} <= set(metrics)

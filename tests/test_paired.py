@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from crs_core.evaluation import evaluate_rankings
-from crs_core.evaluation.paired import paired_bootstrap, pair_hits
+from crs_core.evaluation.paired import pair_hits, paired_bootstrap
 from crs_core.schema import Sample
 
 KS = (1, 2, 3)

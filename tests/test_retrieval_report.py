@@ -127,7 +127,8 @@ def test_lexical_scores_genres_negation_people_and_cited_films() -> None:
 
 def test_hybrid_scores_sum_row_z_scores() -> None:
     # z([1, 0, -1]) = [1.2247, 0, -1.2247]; z([0, 0, 3]) = [-0.7071, -0.7071, 1.4142]; a constant row -> 0.
-    fused = hybrid_scores(np.array([[1.0, 0.0, -1.0], [1.0, 0.0, -1.0]]), np.array([[0.0, 0.0, 3.0], [2.0, 2.0, 2.0]]), 1.0)
+    fused = hybrid_scores(np.array([[1.0, 0.0, -1.0], [1.0, 0.0, -1.0]]),
+                          np.array([[0.0, 0.0, 3.0], [2.0, 2.0, 2.0]]), 1.0)
     np.testing.assert_allclose(fused, [[1.5 ** 0.5 - 0.5 ** 0.5, -0.5 ** 0.5, -1.5 ** 0.5 + 2 ** 0.5],
                                        [1.5 ** 0.5, 0.0, -1.5 ** 0.5]], atol=1e-6)
 

@@ -16,6 +16,7 @@ from student_world import triplets as make_triplets
 from crs_core.artifacts import read_table, write_table
 from crs_core.config import ActorPoolConfig, Config, load_config
 from crs_core.errors import DataError
+from crs_core.registry import dataset_config
 from crs_core.schema import (
     CANDIDATES_SCHEMA,
     SCORES_SCHEMA,
@@ -47,7 +48,6 @@ from crs_core.student.train import (
     teacher_triplets,
     train_student,
 )
-from crs_core.registry import dataset_config
 from crs_core.synthesize import expansion, format_expansion, run_synthesize, synthesize
 from crs_core.text import item_text
 

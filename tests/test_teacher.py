@@ -178,8 +178,8 @@ def test_kg_calibration_anchors_the_scale_on_the_accepted_movies():
     assert calibration.cuts == pytest.approx((0.30, 0.375, 0.50, 0.625))
     # Insidious at similarity 0.2: 2 + 1 + 0.5 + 0.5 = 4.0 -> 4; the better-supported gold target scores 4 too,
     # the other one (0.25 points) 0
-    assert [kg_score(SAMPLE, CATALOG.get(i), CATALOG, calibration, sim)[0] for i, sim in ((2, 0.2), (4, 0.3), (5, 0.1))] \
-        == [4.0, 4.0, 0.0]
+    assert [kg_score(SAMPLE, CATALOG.get(i), CATALOG, calibration, sim)[0]
+            for i, sim in ((2, 0.2), (4, 0.3), (5, 0.1))] == [4.0, 4.0, 0.0]
     with pytest.raises(ValueError, match="gold target"):
         fit_calibration(pairs[2:], CATALOG)
 

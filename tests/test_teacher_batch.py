@@ -58,7 +58,7 @@ class JudgeServer:
         self.root = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "JudgeServer":
+    def __enter__(self) -> JudgeServer:
         self._thread.start()
         return self
 

@@ -46,8 +46,10 @@ def test_tune_sweeps_alpha_and_tau_then_resumes(tmp_path, ray_local, capsys):
         [(t["alpha"], t["tau"], t["valid_recall@50"]) for t in best["trials"]]
 
 
-@pytest.mark.parametrize("override, key", [("tune.alphas=[-1]", "tune.alphas"), ("tune.thresholds=[5]", "tune.thresholds"),
-                                           ("tune.alphas=[]", "tune.alphas"), ("train.alpha=-0.5", "train.alpha")])
+@pytest.mark.parametrize("override, key", [("tune.alphas=[-1]", "tune.alphas"),
+                                           ("tune.thresholds=[5]", "tune.thresholds"),
+                                           ("tune.alphas=[]", "tune.alphas"),
+                                           ("train.alpha=-0.5", "train.alpha")])
 def test_bad_sweep_settings_are_refused(override, key):
     with pytest.raises(ConfigError, match=key):
         load_config(overrides=[override])

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from crs_core.schema import RECOMMENDER, Sample
 
@@ -35,7 +35,7 @@ class MentionStats:
     unmapped_titles: Counter = field(default_factory=Counter)
 
     @classmethod
-    def of(cls, dialogues: Iterable[Dialogue]) -> "MentionStats":
+    def of(cls, dialogues: Iterable[Dialogue]) -> MentionStats:
         stats = cls()
         for dialogue in dialogues:
             for turn in dialogue.turns:

@@ -18,9 +18,9 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from crs_core.artifacts import atomic_write_bytes
 from crs_core.data.sources import (

@@ -5,8 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from crs_core.errors import DataError
 
@@ -52,7 +53,8 @@ def require(record: Any, key: str, kind: type | tuple[type, ...], path: Path, li
     """Return record[key], raising a DataError naming the field when absent or of the wrong type."""
     name = f"{prefix}{key}"
     if not isinstance(record, dict):
-        raise DataError(path, f"expected an object, got {type(record).__name__}", line=line, field=prefix.rstrip(".") or None)
+        raise DataError(path, f"expected an object, got {type(record).__name__}", line=line,
+                        field=prefix.rstrip(".") or None)
     if key not in record:
         raise DataError(path, "missing field", line=line, field=name)
     value = record[key]

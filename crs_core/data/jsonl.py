@@ -70,7 +70,8 @@ def _strings(record: dict, key: str, path: Path, line: int, prefix: str = "") ->
     values = _field(record, key, list, path, line, prefix, required=False)
     for pos, value in enumerate(values):
         if not isinstance(value, str) or not value.strip():
-            raise DataError(path, f"expected a non-empty string, got {value!r}", line=line, field=f"{prefix}{key}[{pos}]")
+            raise DataError(path, f"expected a non-empty string, got {value!r}", line=line,
+                            field=f"{prefix}{key}[{pos}]")
     return tuple(v.strip() for v in values)
 
 
@@ -108,7 +109,8 @@ def _turn(record: dict, catalog: set[int], linker: EntityLinker, path: Path, lin
     items = _field(record, "items", list, path, line, prefix, required=False)
     for pos, item in enumerate(items):
         if isinstance(item, bool) or not isinstance(item, int):
-            raise DataError(path, f"expected an item id (integer), got {item!r}", line=line, field=f"{prefix}items[{pos}]")
+            raise DataError(path, f"expected an item id (integer), got {item!r}", line=line,
+                            field=f"{prefix}items[{pos}]")
         if item not in catalog:
             raise DataError(path, f"item {item} is not in the catalog", line=line, field=f"{prefix}items[{pos}]")
     entities = (list(_strings(record, "entities", path, line, prefix)) if "entities" in record else linker(text))

@@ -27,7 +27,7 @@ class KnowledgeGraph:
     item_ids: set[int]
 
     @classmethod
-    def load(cls, kg_dir: Path) -> "KnowledgeGraph":
+    def load(cls, kg_dir: Path) -> KnowledgeGraph:
         entity2id = load_json(kg_dir / "entity2id.json")
         entity2type_path = kg_dir / "entity2type.json"
         entity2type = load_json(entity2type_path) if entity2type_path.exists() else {}
@@ -50,7 +50,7 @@ class KnowledgeGraph:
             idx = self.entity2id.get(normalize_title(title))
         return idx if idx is not None and idx in self.item_ids else None
 
-    def entity_linker(self) -> "EntityLinker":
+    def entity_linker(self) -> EntityLinker:
         names = {
             name.lower(): name
             for name, kind in self.entity2type.items()

@@ -136,7 +136,8 @@ def load_test(data_dir: Path, kg: KnowledgeGraph, resolver: MentionResolver) -> 
     return load_original(data_dir / "redial" / TEST_FILE, resolver, kg.entity_linker())
 
 
-def load_kascrs_item_sets(data_dir: Path, movie_to_item: dict[str, int], exclude: set[str]) -> list[tuple[str, list[int]]]:
+def load_kascrs_item_sets(data_dir: Path, movie_to_item: dict[str, int],
+                          exclude: set[str]) -> list[tuple[str, list[int]]]:
     """KASCRS train/valid item sequences (no text) as (dialog_id, catalog items) for collaborative baselines.
 
     Dialogues in `exclude` (our valid and test ids) are left out so no evaluation dialogue leaks in.

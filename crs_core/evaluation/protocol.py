@@ -85,7 +85,8 @@ def entropy(counts: Counter) -> float:
 
 
 class PairMetrics:
-    """Sums over (sample, label) pairs for one variant; `add` is the per-label loop of the reference RecMetric classes."""
+    """Sums over (sample, label) pairs for one variant; `add` is the per-label loop of the reference
+    RecMetric classes."""
 
     def __init__(self, ks: tuple[int, ...]):
         self.ks = ks

@@ -120,7 +120,7 @@ class Recommender(abc.ABC):
             (tmp / MODEL_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             self._write_extra(tmp)
 
-    def _write_extra(self, directory: Path) -> None:
+    def _write_extra(self, directory: Path) -> None:  # noqa: B027 - optional hook, a no-op unless overridden
         """Hook for files beyond numpy arrays (e.g. a transformer's weights), written inside the same
         temp directory so the whole model still appears atomically."""
 

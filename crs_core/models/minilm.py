@@ -34,10 +34,10 @@ import torch
 from crs_core.encoders import mean_pool, minilm_path
 from crs_core.models.torch_recommender import SCORE_BATCH, TorchRecommender
 from crs_core.schema import Catalog, Sample
-
-log = logging.getLogger(__name__)
 from crs_core.text import item_text, render_context
 from crs_core.vector_cache import VectorCache
+
+log = logging.getLogger(__name__)
 
 ENCODER_DIR = "encoder"
 HEAD_KEYS = ("item_matrix", "item_bias", "log_scale")
@@ -160,7 +160,8 @@ class MiniLMRecommender(TorchRecommender):
         encoder = self.module.encoder
         layers = getattr(getattr(encoder, "encoder", None), "layer", None)
         if layers is None:
-            raise ValueError(f"trainable_layers needs a BERT-style encoder (encoder.layer); got {type(encoder).__name__}")
+            raise ValueError("trainable_layers needs a BERT-style encoder (encoder.layer); "
+                             f"got {type(encoder).__name__}")
         encoder.requires_grad_(False)
         for layer in list(layers)[len(layers) - self.trainable_layers:] if self.trainable_layers else []:
             layer.requires_grad_(True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from crs_core.artifacts import RunDir, read_table, write_table
+from crs_core.artifacts import RunDir, write_table
 from crs_core.config import StudentConfig
 from crs_core.embed import read_embeddings
 from crs_core.errors import DataError

@@ -101,7 +101,7 @@ class FeatureScorer:
         write_meta(path, {**meta, "kind": self.kind, "feature_names": list(self.feature_names), "params": self.params})
 
     @classmethod
-    def load(cls, path: Path) -> "FeatureScorer":
+    def load(cls, path: Path) -> FeatureScorer:
         meta = read_meta(path)
         if meta.get("kind") != "features":
             raise ValueError(f"{Path(path) / META_FILE}: kind {meta.get('kind')!r} is not a feature student")

@@ -38,8 +38,10 @@ TOPICS: dict[str, str] = {
     "fantasy": r"\bfantasy|\bmagic|\bwizard", "history": r"\bhistor|\bperiod piece",
     "horror": r"\bhorror|\bscary|\bscare|\bcreepy|\bslasher|\bzombie|\bghost|\bhaunt",
     "music": r"\bmusic\b|\bband\b|\bsinger", "musical": r"\bmusical", "mystery": r"\bmyster|\bwhodunit|\bdetective",
-    "romance": r"\bromance|\bromantic|\brom-?com|\blove stor", "sci-fi": r"\bsci-?fi|\bscience fiction|\bspace\b|\balien",
-    "sport": r"\bsports?\b|\bfootball|\bbasketball|\bbaseball|\bboxing", "thriller": r"\bthriller|\bsuspense|\bthrilling",
+    "romance": r"\bromance|\bromantic|\brom-?com|\blove stor",
+    "sci-fi": r"\bsci-?fi|\bscience fiction|\bspace\b|\balien",
+    "sport": r"\bsports?\b|\bfootball|\bbasketball|\bbaseball|\bboxing",
+    "thriller": r"\bthriller|\bsuspense|\bthrilling",
     "war": r"\bwars?\b(?! ?:)|\bmilitary|\bwwii|\bworld war", "western": r"\bwestern|\bcowboy",
     "superhero": r"\bsuper ?hero|\bmarvel|\bavenger|\bcomic|\bx-men|\bbatman|\bspider-?man|\bjustice league",
     "gore": r"\bgor(e|y)\b|\bgruesome|\bbloody|\bviolen",
@@ -274,9 +276,11 @@ def context_side(samples: Sequence[Sample], catalog: Catalog, items: ItemSide, u
     people = _ones_at(named, len(items.person_vocab))
     directors = _ones_at([cols | found for cols, found in zip(named, said["directors"])], len(items.person_vocab))
     cited = [[catalog.column(i) for i in s.context_items if i in catalog] for s in samples]
-    gold = [[catalog.column(i) for i in s.targets if i in catalog] for s in samples] if use_gold else [[] for _ in samples]
+    gold = ([[catalog.column(i) for i in s.targets if i in catalog] for s in samples] if use_gold
+            else [[] for _ in samples])
     return ContextSide(fields["latest"], fields["recent"], fields["decay"], fields["any"], fields["system"],
-                       fields["neg"], _binary(said["latest"], items.title_vocab), _binary(said["any"], items.title_vocab),
+                       fields["neg"], _binary(said["latest"], items.title_vocab),
+                       _binary(said["any"], items.title_vocab),
                        people, directors, new, old, cited, gold)
 
 
@@ -308,7 +312,8 @@ def _products(ctx: ContextSide, items: ItemSide, c: np.ndarray, i: np.ndarray) -
         "topic_latest": (ctx.topic_latest, items.topics), "topic_recent": (ctx.topic_recent, items.topics),
         "topic_seeker_decay": (ctx.topic_decay, items.topics), "topic_seeker_any": (ctx.topic_any, items.topics),
         "topic_system_latest": (ctx.topic_system, items.topics), "topic_negated": (ctx.topic_negated, items.topics),
-        "title_words_latest": (ctx.words_latest, items.title_matrix), "title_words_any": (ctx.words_any, items.title_matrix),
+        "title_words_latest": (ctx.words_latest, items.title_matrix),
+        "title_words_any": (ctx.words_any, items.title_matrix),
         "people_named": (ctx.people_named, items.people), "director_named": (ctx.directors_named, items.directors),
     }
     contexts, position = np.unique(c, return_inverse=True)

@@ -25,9 +25,8 @@ evidence as they have scores as high. This uses only train labels, never valid/t
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -124,7 +123,8 @@ def kg_score(sample: Sample, item: Item, catalog: Catalog, calibration: KGCalibr
     def listed(values: list[str]) -> str:
         return ", ".join(values) if values else "none"
 
-    sim_text = "no similarity given" if similarity is None else f"similarity {similarity:.3f} -> percentile {found.sim:.2f}"
+    sim_text = ("no similarity given" if similarity is None
+                else f"similarity {similarity:.3f} -> percentile {found.sim:.2f}")
     rationale = "\n".join([
         f"Genres matched {len(found.genres)}/{len(item.genres)}: {listed(found.genres)} -> {found.genre:.2f}",
         f"Directors matched: {listed(found.directors)} -> {found.director:.0f}",

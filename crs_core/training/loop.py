@@ -46,7 +46,6 @@ from crs_core.training.data import (
 )
 from crs_core.training.steps import (
     MAX_GRAD_NORM,
-    METRIC as METRIC,  # re-exported: the default selection key (crs_core.evaluation.selection_key)
     ScheduleFn,
     TrainableRecommender,
     build_optimizer,
@@ -58,6 +57,9 @@ from crs_core.training.steps import (
     stage_loss,
     train_epoch,
     validate,
+)
+from crs_core.training.steps import (
+    METRIC as METRIC,  # re-exported: the default selection key (crs_core.evaluation.selection_key)
 )
 
 STRATEGIES = ("ddp", "deepspeed")
