@@ -13,73 +13,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
-import string
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from crs_core.config import SimulateConfig, TeacherConfig, ZeroShotConfig
-from crs_core.errors import ConfigError
 from crs_core.teacher.cache import KeyedAnswers
 from crs_core.teacher.client import ChatClient
 
 ANSWER_CACHE_FILE = "llm_answers.sqlite"
-_SECTION = re.compile(r"^\[(system|user|assistant|retry)\][ \t]*\n", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class ChatPrompt:
-    """Chat messages with `$name` placeholders, plus an optional `[retry]` note sent after a refused answer."""
-
-    name: str
-    version: str
-    messages: tuple[tuple[str, str], ...]  # (role, content)
-    retry: str | None = None
-
-    def render(self, **values: str) -> list[dict[str, str]]:
-        return [{"role": role, "content": string.Template(text).substitute(values)} for role, text in self.messages]
-
-
-def parse_chat_prompt(text: str, name: str, placeholders: tuple[str, ...], ends_with_user: bool = True) -> ChatPrompt:
-    """Split a prompt file into messages; fail now (not mid-run) on a bad layout or a missing placeholder.
-
-    `ends_with_user=False` is for prompts that a dialogue's messages follow (the simulated seeker's).
-    """
-    version = f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-    parts = _SECTION.split(text)
-    preamble = parts[0].splitlines()
-    if len(parts) < 3 or any(line.strip() and not line.startswith("#") for line in preamble):
-        raise ConfigError(f"prompt {name}: expected [system]/[user]/[assistant] sections (only # comments before)")
-    sections = [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts), 2)]
-    retry = next((body for role, body in sections if role == "retry"), None)
-    messages = tuple((role, body) for role, body in sections if role != "retry")
-    if not messages or ends_with_user and messages[-1][0] != "user":
-        raise ConfigError(f"prompt {name}: the last chat section must be [user]")
-    joined = "\n".join(body for _, body in messages)
-    try:
-        string.Template(joined).substitute({p: "" for p in placeholders})
-    except (KeyError, ValueError) as exc:
-        raise ConfigError(f"prompt {name}: bad placeholder: {exc}") from exc
-    missing = [p for p in placeholders if f"${p}" not in joined and f"${{{p}}}" not in joined]
-    if missing:
-        raise ConfigError(f"prompt {name}: lacks ${', $'.join(missing)}")
-    return ChatPrompt(name=name, version=version, messages=messages, retry=retry)
-
-
-def load_chat_prompt(name_or_path: str, placeholders: tuple[str, ...], ends_with_user: bool = True) -> ChatPrompt:
-    """A packaged prompt by name (crs_core/prompts/<name>.txt) or any prompt file by path."""
-    path = Path(name_or_path)
-    if path.suffix == ".txt" or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"prompt {path} is not a file")
-        return parse_chat_prompt(path.read_text(encoding="utf-8"), path.stem, placeholders, ends_with_user)
-    resource = resources.files("crs_core").joinpath("prompts", f"{name_or_path}.txt")
-    if not resource.is_file():
-        raise ConfigError(f"no packaged prompt {name_or_path!r} (crs_core/prompts/*.txt)")
-    return parse_chat_prompt(resource.read_text(encoding="utf-8"), name_or_path, placeholders, ends_with_user)
 
 
 def answer_key(prompt_version: str, model: str, messages: list[dict[str, str]], max_tokens: int,

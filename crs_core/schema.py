@@ -6,7 +6,7 @@ FNSCRS reference code ranks over, so the KG, the catalog and the evaluation agre
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pyarrow as pa
@@ -146,72 +146,34 @@ class Catalog:
         return self.items[self._index[item_id]]
 
 
+def _records_to_table(records: list, schema: pa.Schema) -> pa.Table:
+    """Dataclass records -> a table of `schema` (tuples become lists); columns are the dataclass fields."""
+    return pa.Table.from_pylist([{name: list(value) if isinstance(value, tuple) else value
+                                  for name, value in vars(record).items()} for record in records], schema=schema)
+
+
+def _table_to_records(table: pa.Table, record_type: type) -> list:
+    """Rows of `table` -> `record_type` instances (lists become tuples)."""
+    return [record_type(**{name: tuple(value) if isinstance(value, list) else value for name, value in row.items()})
+            for row in table.to_pylist()]
+
+
 def items_to_table(items: list[Item]) -> pa.Table:
-    return pa.Table.from_pylist(
-        [
-            {
-                "item_id": it.item_id,
-                "title": it.title,
-                "description": it.description,
-                "genres": list(it.genres),
-                "directors": list(it.directors),
-                "stars": list(it.stars),
-                "plot": it.plot,
-            }
-            for it in items
-        ],
-        schema=ITEMS_SCHEMA,
-    )
+    return _records_to_table(items, ITEMS_SCHEMA)
 
 
 def table_to_catalog(table: pa.Table) -> Catalog:
-    rows = table.to_pylist()
-    return Catalog(
-        [
-            Item(
-                item_id=r["item_id"],
-                title=r["title"],
-                description=r["description"],
-                genres=tuple(r["genres"]),
-                directors=tuple(r["directors"]),
-                stars=tuple(r["stars"]),
-                plot=r["plot"],
-            )
-            for r in rows
-        ]
-    )
+    return Catalog(_table_to_records(table, Item))
 
 
 def samples_to_table(samples: list[Sample]) -> pa.Table:
-    return pa.Table.from_pylist(
-        [
-            {
-                "sample_id": s.sample_id,
-                "dialog_id": s.dialog_id,
-                "turn_id": s.turn_id,
-                "context": list(s.context),
-                "context_roles": list(s.context_roles),
-                "context_items": list(s.context_items),
-                "context_entities": list(s.context_entities),
-                "targets": list(s.targets),
-            }
-            for s in samples
-        ],
-        schema=SAMPLES_SCHEMA,
-    )
+    return _records_to_table(samples, SAMPLES_SCHEMA)
 
 
 def table_to_samples(table: pa.Table) -> list[Sample]:
-    return [
-        Sample(
-            sample_id=r["sample_id"],
-            dialog_id=r["dialog_id"],
-            turn_id=r["turn_id"],
-            context=tuple(r["context"]),
-            context_roles=tuple(r["context_roles"]),
-            context_items=tuple(r["context_items"]),
-            context_entities=tuple(r["context_entities"]),
-            targets=tuple(r["targets"]),
-        )
-        for r in table.to_pylist()
-    ]
+    return _table_to_records(table, Sample)
+
+
+# The schemas and the records name the same fields in the same order (checked once, at import).
+for _schema, _record in ((ITEMS_SCHEMA, Item), (SAMPLES_SCHEMA, Sample)):
+    assert _schema.names == [f.name for f in fields(_record)], f"{_record.__name__} and its schema disagree"

@@ -38,13 +38,12 @@ from crs_core.llm_chat import (
     Answer,
     AnswerCache,
     ChatEndpoint,
-    ChatPrompt,
     Usage,
     endpoint_config,
-    load_chat_prompt,
 )
 from crs_core.models import Recommender, load_model
 from crs_core.prepare import PreparedData, load_prepared
+from crs_core.prompt_file import ChatPrompt, load_chat_prompt
 from crs_core.redaction import redacted_copy
 from crs_core.schema import RECOMMENDER, SEEKER, Catalog, Sample
 from crs_core.text import item_text

@@ -24,12 +24,11 @@ from crs_core.llm_chat import (
     ANSWER_CACHE_FILE,
     AnswerCache,
     ChatEndpoint,
-    ChatPrompt,
     Usage,
     endpoint_config,
-    load_chat_prompt,
 )
 from crs_core.prepare import load_prepared
+from crs_core.prompt_file import ChatPrompt, load_chat_prompt
 from crs_core.schema import Catalog, Sample
 from crs_core.teacher.prompt import context_text
 from crs_core.titles import (

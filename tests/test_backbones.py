@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from genre_films import GENRES, films
 from model_mixin import RecommenderTestMixin
 from safetensors import safe_open
 
@@ -37,8 +38,7 @@ TINY_BART = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_a
 TINY_LLAMA = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
               "num_key_value_heads": 1, "head_dim": 16}
 
-GENRES = ("space horror", "romantic comedy", "heist thriller")
-ITEMS = [Item(100 + i, f"Film {i}", f"Film {i}: a {GENRES[i % 3]}") for i in range(6)]
+ITEMS = films(6)
 CATALOG = Catalog(ITEMS)
 
 

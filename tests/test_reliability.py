@@ -44,6 +44,7 @@ from faults import (
     teacher_sets,
     wait_for,
 )
+from genre_films import GENRES, TINY_BERT, films
 from tiny_data import TINY_AUGMENT, make_inspired
 
 from crs_core.artifacts import RunDir, read_table, write_table
@@ -68,10 +69,7 @@ log = logging.getLogger(__name__)
 
 # --- 1. training: a Ray Train worker SIGKILLed mid-epoch -----------------------------------------------
 
-TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 64, "max_position_embeddings": 64}
-GENRES = ("space horror", "romantic comedy", "heist thriller")
-ITEMS = [Item(100 + i, f"Film {i}", f"Film {i}: a {GENRES[i % 3]}") for i in range(12)]
+ITEMS = films(12)
 
 
 def _sample(sid: str, k: int) -> Sample:

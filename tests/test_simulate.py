@@ -20,14 +20,10 @@ from tiny_data import make_inspired
 from crs_core.config import TeacherConfig
 from crs_core.errors import ConfigError
 from crs_core.evaluation import evaluate_rankings, read_predictions
-from crs_core.llm_chat import (
-    AnswerCache,
-    ChatEndpoint,
-    load_chat_prompt,
-    parse_chat_prompt,
-)
+from crs_core.llm_chat import AnswerCache, ChatEndpoint
 from crs_core.models import Popularity
 from crs_core.prepare import load_prepared
+from crs_core.prompt_file import load_chat_prompt, parse_chat_prompt
 from crs_core.schema import RECOMMENDER, SEEKER, Sample
 from crs_core.simulate import (
     SEEKER_PLACEHOLDERS,

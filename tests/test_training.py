@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from genre_films import GENRES, TINY_BERT, films
 from model_mixin import RecommenderTestMixin
 
 from crs_core.config import TrainConfig
@@ -163,10 +164,7 @@ def test_minilm_head_starts_from_item_embeddings() -> None:
 
 # --- Ray Train ------------------------------------------------------------------------------------------
 
-TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 64, "max_position_embeddings": 64}
-GENRES = ("space horror", "romantic comedy", "heist thriller")
-ITEMS = [Item(100 + i, f"Film {i}", f"Film {i}: a {GENRES[i % 3]}") for i in range(12)]
+ITEMS = films(12)
 CATALOG = Catalog(ITEMS)
 
 

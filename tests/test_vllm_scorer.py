@@ -15,9 +15,8 @@ import pytest
 import torch
 
 from crs_core.student import expected_score, write_meta
-from crs_core.student.llm_scorer import PROMPT_HEAD, PROMPT_ITEM, PROMPT_TAIL, LLMScorer
+from crs_core.student.llm_scorer import PROMPT_HEAD, PROMPT_ITEM, PROMPT_TAIL, LLMScorer, PromptTokens
 from crs_core.student.vllm_scorer import (
-    PromptTokens,
     VLLMScorer,
     digit_probabilities,
     load_scoring_engine,

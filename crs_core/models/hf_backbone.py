@@ -68,11 +68,6 @@ class HFItemClassifier(TorchRecommender):
         self._tail_ids: list[int] = []
         self._pad_id = 0
 
-    def params(self) -> dict[str, Any]:
-        return {"model_name_or_config": self.model_name_or_config, "max_length": self.max_length,
-                "trainable_layers": self.trainable_layers, "epochs": self.epochs,
-                "learning_rate": self.learning_rate, "batch_size": self.batch_size, "seed": self.seed}
-
     # --- what a backbone provides ---------------------------------------------------------------
 
     @abc.abstractmethod

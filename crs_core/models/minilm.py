@@ -118,11 +118,6 @@ class MiniLMRecommender(TorchRecommender):
         self._head: dict[str, np.ndarray] | None = None  # set by _set_state before `load` builds the module
         self._vectors: dict[str, torch.Tensor] = {}  # context text -> frozen encoder vector (trainable_layers=0)
 
-    def params(self) -> dict[str, Any]:
-        return {"model_name_or_config": self.model_name_or_config, "max_length": self.max_length,
-                "trainable_layers": self.trainable_layers, "epochs": self.epochs,
-                "learning_rate": self.learning_rate, "batch_size": self.batch_size, "seed": self.seed}
-
     # --- building -------------------------------------------------------------------------------
 
     def _pretrained(self) -> tuple[torch.nn.Module, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,12 @@ class TorchRecommender(Recommender):
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.seed = seed
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments every backbone shares; a backbone with more adds its own to these."""
+        return {"model_name_or_config": self.model_name_or_config, "max_length": self.max_length,
+                "trainable_layers": self.trainable_layers, "epochs": self.epochs,
+                "learning_rate": self.learning_rate, "batch_size": self.batch_size, "seed": self.seed}
 
     @abc.abstractmethod
     def initialise(self, catalog: Catalog) -> None:

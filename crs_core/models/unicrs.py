@@ -184,11 +184,8 @@ class UniCRSRecommender(TorchRecommender):
         self._saved: dict[str, np.ndarray] | None = None  # set by _set_state before `load` builds the module
 
     def params(self) -> dict[str, Any]:
-        return {"model_name_or_config": self.model_name_or_config, "max_length": self.max_length,
-                "trainable_layers": self.trainable_layers, "epochs": self.epochs,
-                "learning_rate": self.learning_rate, "batch_size": self.batch_size, "seed": self.seed,
-                "text_encoder": self.text_encoder, "kg_dir": self.kg_dir, "n_prefix": self.n_prefix,
-                "max_entities": self.max_entities, "num_bases": self.num_bases}
+        return super().params() | {"text_encoder": self.text_encoder, "kg_dir": self.kg_dir, "n_prefix": self.n_prefix,
+                                   "max_entities": self.max_entities, "num_bases": self.num_bases}
 
     # --- building -------------------------------------------------------------------------------
 

@@ -46,6 +46,37 @@ def digit_logits(next_token_logits: torch.Tensor, digit_ids: Sequence[int]) -> t
     return next_token_logits[:, list(digit_ids)]
 
 
+class PromptTokens:
+    """The scoring prompt as token ids: [bos] head context | item-label item tail, the context losing its oldest
+    tokens and the item its last ones to fit `max_length` (`fit_pair`). The part before "|" does not depend on
+    the item, so a context's candidates share it (the HF scorer computes it once; vLLM gets whole rows)."""
+
+    def __init__(self, tokenizer, max_length: int):
+        head, item, tail = tokenizer([PROMPT_HEAD, PROMPT_ITEM, PROMPT_TAIL], add_special_tokens=False)["input_ids"]
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.head_ids, self.item_ids, self.tail_ids = bos + head, item, tail
+        self.budget = max_length - len(self.head_ids) - len(self.item_ids) - len(self.tail_ids)
+
+    def pairs(self, contexts: Sequence[str], item_texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+        """(prefix, suffix) token ids per pair; each distinct context and item text is tokenized once."""
+        if self.budget < 2:
+            raise ValueError(f"student.max_length {self.max_length} leaves no room after the prompt template")
+        unique_c, unique_i = list(dict.fromkeys(contexts)), list(dict.fromkeys(item_texts))
+        c_ids = dict(zip(unique_c, self.tokenizer(unique_c, add_special_tokens=False, verbose=False)["input_ids"]))
+        i_ids = dict(zip(unique_i, self.tokenizer(unique_i, add_special_tokens=False, verbose=False)["input_ids"]))
+        out = []
+        for context, item in zip(contexts, item_texts):
+            c, i = fit_pair(c_ids[context], i_ids[item], self.budget)
+            out.append(([*self.head_ids, *c], [*self.item_ids, *i, *self.tail_ids]))
+        return out
+
+    def rows(self, contexts: Sequence[str], item_texts: Sequence[str]) -> list[list[int]]:
+        """One whole prompt per pair."""
+        return [prefix + suffix for prefix, suffix in self.pairs(contexts, item_texts)]
+
+
 class LLMScorer(StudentScorer):
     kind = "llm"
 
@@ -57,10 +88,7 @@ class LLMScorer(StudentScorer):
         self.max_length = max_length
         self.digit_ids = digit_token_ids(tokenizer)
         self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-        head, item, tail = tokenizer([PROMPT_HEAD, PROMPT_ITEM, PROMPT_TAIL], add_special_tokens=False)["input_ids"]
-        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        self.head_ids, self.item_ids, self.tail_ids = bos + head, item, tail
-        self.budget = max_length - len(self.head_ids) - len(self.item_ids) - len(self.tail_ids)
+        self.prompts = PromptTokens(tokenizer, max_length)
 
     @staticmethod
     def _load_base(name: str):
@@ -103,18 +131,8 @@ class LLMScorer(StudentScorer):
         self.model.train(mode)
 
     def pair_tokens(self, contexts: Sequence[str], item_texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
-        """(prefix, suffix) token ids per pair: BOS + head + context cut, then item cut + tail. The prefix does
-        not depend on the item (`fit_pair`), so the candidates of one context share it."""
-        if self.budget < 2:
-            raise ValueError(f"student.max_length {self.max_length} leaves no room after the prompt template")
-        unique_c, unique_i = list(dict.fromkeys(contexts)), list(dict.fromkeys(item_texts))
-        c_ids = dict(zip(unique_c, self.tokenizer(unique_c, add_special_tokens=False, verbose=False)["input_ids"]))
-        i_ids = dict(zip(unique_i, self.tokenizer(unique_i, add_special_tokens=False, verbose=False)["input_ids"]))
-        pairs = []
-        for context, item in zip(contexts, item_texts):
-            c, i = fit_pair(c_ids[context], i_ids[item], self.budget)
-            pairs.append(([*self.head_ids, *c], [*self.item_ids, *i, *self.tail_ids]))
-        return pairs
+        """(prefix, suffix) token ids per pair (`PromptTokens.pairs`)."""
+        return self.prompts.pairs(contexts, item_texts)
 
     def _left_padded(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)

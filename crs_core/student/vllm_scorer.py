@@ -43,13 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from crs_core.student import NUM_LEVELS, StudentScorer, fit_pair, load_scorer, read_meta
-from crs_core.student.llm_scorer import (
-    PROMPT_HEAD,
-    PROMPT_ITEM,
-    PROMPT_TAIL,
-    digit_token_ids,
-)
+from crs_core.student import NUM_LEVELS, StudentScorer, load_scorer, read_meta
+from crs_core.student.llm_scorer import PromptTokens, digit_token_ids
 
 ENGINES = ("hf", "vllm")
 LORA_NAME = "student"
@@ -85,31 +80,6 @@ def digit_probabilities(step_logprobs: Sequence[Mapping[int, Any]], digit_ids: S
         weights = np.exp(values - values.max())
         out[n] = weights / weights.sum()
     return out
-
-
-class PromptTokens:
-    """`LLMScorer`'s prompt as token ids, one unpadded row per pair: [bos] head context item-label item tail,
-    the context losing its oldest tokens and the item its last ones to fit `max_length` (`fit_pair`)."""
-
-    def __init__(self, tokenizer, max_length: int):
-        head, item, tail = tokenizer([PROMPT_HEAD, PROMPT_ITEM, PROMPT_TAIL], add_special_tokens=False)["input_ids"]
-        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.head_ids, self.item_ids, self.tail_ids = bos + head, item, tail
-        self.budget = max_length - len(self.head_ids) - len(self.item_ids) - len(self.tail_ids)
-        if self.budget < 2:
-            raise ValueError(f"student.max_length {max_length} leaves no room after the prompt template")
-
-    def rows(self, contexts: Sequence[str], item_texts: Sequence[str]) -> list[list[int]]:
-        unique_c, unique_i = list(dict.fromkeys(contexts)), list(dict.fromkeys(item_texts))
-        c_ids = dict(zip(unique_c, self.tokenizer(unique_c, add_special_tokens=False, verbose=False)["input_ids"]))
-        i_ids = dict(zip(unique_i, self.tokenizer(unique_i, add_special_tokens=False, verbose=False)["input_ids"]))
-        rows = []
-        for context, item in zip(contexts, item_texts):
-            c, i = fit_pair(c_ids[context], i_ids[item], self.budget)
-            rows.append([*self.head_ids, *c, *self.item_ids, *i, *self.tail_ids])
-        return rows
 
 
 def lora_rank(checkpoint: Path) -> int:

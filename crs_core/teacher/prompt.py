@@ -1,4 +1,5 @@
-"""The teacher's rubric prompt (a versioned text file) and the strict parser of its `Score: N` line.
+"""The teacher's rubric prompt (a versioned prompt file, crs_core/prompt_file.py) and the strict parser of its
+`Score: N` line.
 
 The prompt text lives in `crs_core/prompts/<name>.txt`, not in code, and its version is derived from a
 hash of that text: editing the file changes the version and so invalidates every cached answer.
@@ -6,21 +7,18 @@ hash of that text: editing the file changes the version and so invalidates every
 
 from __future__ import annotations
 
-import hashlib
 import re
 import string
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 from crs_core.errors import ConfigError
+from crs_core.prompt_file import parse_chat_prompt, read_prompt_file, text_version
 from crs_core.schema import Item, Sample
 from crs_core.text import item_text, render_context
 
 DEFAULT_PROMPT = "teacher_v1"
 # Newest dialogue turns kept in the prompt (characters): long ReDial histories would otherwise dominate cost.
 CONTEXT_CHAR_BUDGET = 4000
-_SECTION = re.compile(r"^\[(system|user|assistant)\][ \t]*\n", re.MULTILINE)
 _SCORE_LINE = re.compile(r"(?i:score):\s*([0-4])(?:\.0)?\s*")
 
 
@@ -51,38 +49,22 @@ def context_text(sample: Sample) -> str:
 
 
 def parse_prompt(text: str, name: str) -> PromptTemplate:
-    """Split a prompt file into chat messages and check it can be filled in (fails on a bad file, not mid-run)."""
-    version = f"{name.removeprefix('teacher_')}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-    parts = _SECTION.split(text)
-    if len(parts) < 3 or parts[0].strip() and not all(
-        line.startswith("#") or not line.strip() for line in parts[0].splitlines()
-    ):
-        raise ConfigError(f"prompt {name}: expected [system]/[user]/[assistant] sections (only # comments before)")
-    messages = tuple((parts[i], parts[i + 1].strip()) for i in range(1, len(parts), 2))
-    role, last = messages[-1]
-    if role != "user":
-        raise ConfigError(f"prompt {name}: the last section must be [user], got [{role}]")
-    try:
-        string.Template(last).substitute(context="", item="")
-    except (KeyError, ValueError) as exc:
-        raise ConfigError(f"prompt {name}: bad placeholder in the last [user] section: {exc}") from exc
+    """A prompt file (crs_core/prompt_file.py) whose last [user] section holds `$context` and `$item`; fails on
+    a bad file, not mid-run."""
+    version = text_version(text, name.removeprefix("teacher_"))
+    chat = parse_chat_prompt(text, name, ("context", "item"), version=version)
+    role, last = chat.messages[-1]
     for placeholder in ("$context", "$item"):
         if placeholder not in last:
             raise ConfigError(f"prompt {name}: the last [user] section lacks {placeholder}")
-    return PromptTemplate(name=name, version=version, messages=messages)
+    if chat.retry is not None:
+        raise ConfigError(f"prompt {name}: a teacher prompt has no [retry] section (the client re-asks by itself)")
+    return PromptTemplate(name=name, version=chat.version, messages=chat.messages)
 
 
 def load_prompt(name_or_path: str = DEFAULT_PROMPT) -> PromptTemplate:
     """A packaged prompt by name (e.g. "teacher_v1") or any prompt file by path."""
-    path = Path(name_or_path)
-    if path.suffix == ".txt" or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"teacher.prompt: {path} is not a file")
-        return parse_prompt(path.read_text(encoding="utf-8"), path.stem)
-    resource = resources.files("crs_core").joinpath("prompts", f"{name_or_path}.txt")
-    if not resource.is_file():
-        raise ConfigError(f"teacher.prompt: no packaged prompt {name_or_path!r} (crs_core/prompts/*.txt)")
-    return parse_prompt(resource.read_text(encoding="utf-8"), name_or_path)
+    return parse_prompt(*read_prompt_file(name_or_path, "teacher.prompt"))
 
 
 PROMPT_VERSION = load_prompt(DEFAULT_PROMPT).version
