@@ -125,8 +125,20 @@ class Config:
             raise ConfigError(f"student.engine: 'vllm' scores only student.kind 'llm', not {self.student.kind!r}")
         if self.student.max_candidates is not None and self.student.max_candidates < 1:
             raise ConfigError(f"student.max_candidates: {self.student.max_candidates} must be >= 1 or null")
+        if self.student.kind == "llm" and not self.student.model:
+            raise ConfigError("student.model: student.kind 'llm' needs an HF causal LM name or local folder "
+                              "(e.g. google/gemma-2-9b-it)")
+        for name, pool in (("encoder.pool", self.encoder.pool), ("student.pool", self.student.pool)):
+            if pool.actors < 1 or pool.batch_size < 1 or pool.num_cpus <= 0 or pool.num_gpus < 0:
+                raise ConfigError(f"{name}: actors ({pool.actors}) and batch_size ({pool.batch_size}) must be >= 1, "
+                                  f"num_cpus ({pool.num_cpus}) > 0 and num_gpus ({pool.num_gpus}) >= 0")
         if self.train.alpha < 0:
             raise ConfigError(f"train.alpha: {self.train.alpha} must be >= 0 (0 = no KL term)")
+        from crs_core.models import TRAINABLE  # the registry of backbones (no torch import)
+
+        train_problems = self.train.problems(TRAINABLE)
+        if train_problems:
+            raise ConfigError("train." + "; train.".join(train_problems))
         if not self.tune.alphas or any(a < 0 for a in self.tune.alphas):
             raise ConfigError(f"tune.alphas: {self.tune.alphas} must be a non-empty list of values >= 0")
         if not self.tune.thresholds or any(not 0.0 <= t <= 4.0 for t in self.tune.thresholds):

@@ -176,6 +176,31 @@ class TrainConfig:
     trainable_layers: int | None = None  # top encoder layers to train (None: all; 0: item head only)
     storage_path: str | None = None  # Ray Train results; None: <run dir>/ray_results
 
+    def problems(self, trainable_backbones: tuple[str, ...]) -> list[str]:
+        """What is wrong with these settings, one phrase per key (empty when they can train)."""
+        found = []
+        if self.backbone not in trainable_backbones:
+            found.append(f"backbone: {self.backbone!r} is not a trainable backbone ({', '.join(trainable_backbones)})")
+        if self.strategy not in STRATEGIES:
+            found.append(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if self.runner not in RUNNERS:
+            found.append(f"runner: {self.runner!r} is not one of {', '.join(RUNNERS)}")
+        elif self.runner == "local" and (self.num_workers != 1 or self.strategy != "ddp" or self.use_gpu):
+            found.append("runner: 'local' trains one CPU worker with strategy ddp; use runner 'ray' for "
+                         f"num_workers {self.num_workers}, strategy {self.strategy}, use_gpu {self.use_gpu}")
+        for key in ("epochs_stage1", "epochs_stage2", "batch_size", "max_length", "num_workers"):
+            if getattr(self, key) < 1:
+                found.append(f"{key}: {getattr(self, key)} must be >= 1")
+        if self.trainable_layers is not None and self.trainable_layers < 0:
+            found.append(f"trainable_layers: {self.trainable_layers} must be >= 0 or null")
+        if self.alpha < 0 or self.learning_rate <= 0 or self.cpus_per_worker < 0 or self.max_failures < 0:
+            found.append("alpha, cpus_per_worker and max_failures must be >= 0 and learning_rate > 0")
+        return found
+
+
+STRATEGIES = ("ddp", "deepspeed")  # ray.train.torch.prepare_model, or DeepSpeed with a ZeRO config file
+RUNNERS = ("ray", "local")  # local: crs_core.training.local, in this process
+
 
 @dataclass
 class SweepConfig:

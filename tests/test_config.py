@@ -36,7 +36,7 @@ def test_layering_defaults_then_base_then_files_then_overrides(tmp_path):
         ("baselines.ease_l2=-1", "must be > 0"),
         ("synthesize.threshold=5", "synthesize.threshold"),
         ("dataset=Movie Lens", "not a valid name"),
-            ("data.format=csv", "data.format: 'csv' is not one of inspired, redial, jsonl"),
+        ("data.format=csv", "data.format: 'csv' is not one of inspired, redial, jsonl"),
         ("evaluation.ks=[0]", "evaluation.ks"),
         ("seed", "expected key=value"),
         ("ray=3", "expected a mapping"),
@@ -52,6 +52,13 @@ def test_layering_defaults_then_base_then_files_then_overrides(tmp_path):
         ("simulate.turns=three", "simulate.turns: expected int"),
         ("zero_shot.enabled=true", "zero_shot.enabled: true needs an LLM endpoint: set zero_shot.base_url"),
         ("simulate.enabled=true", "simulate.enabled: true needs an LLM endpoint: set simulate.base_url"),
+        ("train.backbone=resnet", "train.backbone: 'resnet' is not a trainable backbone (minilm, minilm-id"),
+        ("train.backbone=ease", "train.backbone: 'ease' is not a trainable backbone"),
+        ("train.strategy=fsdp", "train.strategy: 'fsdp' is not one of ddp, deepspeed"),
+        ("train.epochs_stage1=0", "train.epochs_stage1: 0 must be >= 1"),
+        ("student.kind=llm", "student.model: student.kind 'llm' needs an HF causal LM"),
+        ("student.pool.actors=0", "student.pool: actors (0) and batch_size (50) must be >= 1"),
+        ("encoder.pool.batch_size=0", "encoder.pool: actors (1) and batch_size (0) must be >= 1"),
     ],
 )
 def test_bad_overrides_are_refused_with_the_key(override, message):

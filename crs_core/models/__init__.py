@@ -11,8 +11,8 @@ from crs_core.models.ease import EASE
 from crs_core.models.popularity import Popularity
 from crs_core.schema import Catalog
 
-__all__ = ["EASE", "MODELS", "NotFittedError", "Popularity", "Recommender", "build_model", "load_model",
-           "model_class"]
+__all__ = ["EASE", "MODELS", "TRAINABLE", "NotFittedError", "Popularity", "Recommender", "build_model",
+           "load_model", "model_class"]
 
 # name -> "module:Class"; neural backbones are imported on first use, so the baselines never load torch.
 MODELS: dict[str, str] = {
@@ -24,6 +24,8 @@ MODELS: dict[str, str] = {
     "llama": "crs_core.models.llama:LlamaRecommender",
     "unicrs": "crs_core.models.unicrs:UniCRSRecommender",
 }
+
+TRAINABLE = tuple(name for name in MODELS if name not in ("popularity", "ease"))  # what `train.backbone` may name
 
 
 def model_class(name: str) -> type[Recommender]:

@@ -32,7 +32,7 @@ from crs_core.artifacts import fingerprint, write_json
 from crs_core.config import TrainConfig
 from crs_core.errors import ConfigError
 from crs_core.evaluation import selection_key, selection_rule
-from crs_core.models import Recommender, build_model, load_model
+from crs_core.models import TRAINABLE, Recommender, build_model, load_model
 from crs_core.progress import LOG_LEVEL_ENV, EpochLines
 from crs_core.registry import packaged_file
 from crs_core.schema import Catalog
@@ -62,8 +62,6 @@ from crs_core.training.steps import (
     METRIC as METRIC,  # re-exported: the default selection key (crs_core.evaluation.selection_key)
 )
 
-STRATEGIES = ("ddp", "deepspeed")
-RUNNERS = ("ray", "local")  # local: crs_core.training.local, in this process
 MODEL_DIR = "model"
 PROGRESS_FILE = "progress.json"
 STATE_FILE = "train_state.pt"
@@ -222,19 +220,8 @@ def train_func(config: dict[str, Any]) -> list[dict[str, float]]:
 # --- the driver side --------------------------------------------------------------------------------
 
 def check_train_config(config: TrainConfig) -> None:
-    problems = []
-    if config.strategy not in STRATEGIES:
-        problems.append(f"strategy: {config.strategy!r} is not one of {', '.join(STRATEGIES)}")
-    if config.runner not in RUNNERS:
-        problems.append(f"runner: {config.runner!r} is not one of {', '.join(RUNNERS)}")
-    elif config.runner == "local" and (config.num_workers != 1 or config.strategy != "ddp" or config.use_gpu):
-        problems.append("runner: 'local' trains one CPU worker with strategy ddp; use runner 'ray' for "
-                        f"num_workers {config.num_workers}, strategy {config.strategy}, use_gpu {config.use_gpu}")
-    for key in ("epochs_stage1", "epochs_stage2", "batch_size", "max_length", "num_workers"):
-        if getattr(config, key) < 1:
-            problems.append(f"{key}: {getattr(config, key)} must be >= 1")
-    if config.alpha < 0 or config.learning_rate <= 0 or config.cpus_per_worker < 0 or config.max_failures < 0:
-        problems.append("alpha, cpus_per_worker and max_failures must be >= 0 and learning_rate > 0")
+    """The train section's problems as one ConfigError (Config.validate runs the same check at load)."""
+    problems = config.problems(TRAINABLE)
     if problems:
         raise ConfigError("train." + "; train.".join(problems))
 
