@@ -139,6 +139,10 @@ class Config:
         train_problems = self.train.problems(TRAINABLE)
         if train_problems:
             raise ConfigError("train." + "; train.".join(train_problems))
+        if self.train.backbone_params:
+            from crs_core.models import check_backbone_params
+
+            check_backbone_params(self.train.backbone, self.train.backbone_params)
         if not self.tune.alphas or any(a < 0 for a in self.tune.alphas):
             raise ConfigError(f"tune.alphas: {self.tune.alphas} must be a non-empty list of values >= 0")
         if not self.tune.thresholds or any(not 0.0 <= t <= 4.0 for t in self.tune.thresholds):
@@ -202,18 +206,25 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _check_type(value: Any, hint: Any, key: str, source: str) -> Any:
+def check_type(value: Any, hint: Any, key: str, source: str) -> Any:
+    """`value` of the config key `key` as the type `hint` asks for (int -> float allowed), else a ConfigError."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        return _check_type(value, next(a for a in args if a is not type(None)), key, source)
+        return check_type(value, next(a for a in args if a is not type(None)), key, source)
+    if hint is Any:
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{source}: {key}: expected a mapping with string keys, got {value!r}")
+        return {k: check_type(v, typing.get_args(hint)[1], f"{key}.{k}", source) for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{source}: {key}: expected a list, got {value!r}")
         (inner,) = typing.get_args(hint)
-        return [_check_type(v, inner, key, source) for v in value]
+        return [check_type(v, inner, key, source) for v in value]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):
@@ -238,8 +249,10 @@ def _merge(target: Any, updates: dict, source: str, prefix: str = "") -> None:
         current = getattr(target, key)
         if dataclasses.is_dataclass(current):
             _merge(current, value, source, f"{path}.")
+        elif isinstance(current, dict):  # a mapping setting: a later layer adds or replaces keys
+            setattr(target, key, {**current, **check_type(value, hints[key], path, source)})
         else:
-            setattr(target, key, _check_type(value, hints[key], path, source))
+            setattr(target, key, check_type(value, hints[key], path, source))
 
 
 def parse_override(text: str) -> dict:

@@ -7,6 +7,7 @@ is what it is. Validation across sections lives in `Config.validate`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 DATA_FORMATS = ("inspired", "redial", "jsonl")  # the published INSPIRED/ReDial files, or docs/data.md's JSONL
 DATA_DIR_ENV = "CRS_DATA_DIR"
@@ -175,6 +176,9 @@ class TrainConfig:
     max_failures: int = 0
     trainable_layers: int | None = None  # top encoder layers to train (None: all; 0: item head only)
     storage_path: str | None = None  # Ray Train results; None: <run dir>/ray_results
+    # The backbone's own constructor arguments, e.g. {n_prefix: 20, num_bases: 8} for unicrs; checked at load
+    # against its signature. Those above (model, max_length, ...) are set from train.* and cannot appear here.
+    backbone_params: dict[str, Any] = field(default_factory=dict)
 
     def problems(self, trainable_backbones: tuple[str, ...]) -> list[str]:
         """What is wrong with these settings, one phrase per key (empty when they can train)."""

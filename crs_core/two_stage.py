@@ -32,15 +32,19 @@ def _settings(config: Config, run: RunDir):
 
 
 def backbone_params(config: Config) -> dict[str, Any]:
-    """Extra constructor arguments a backbone needs from the run, e.g. the KG folder for UniCRS's RGCN
-    (absolute: Ray workers run in another directory); a dataset without a `kg/` folder gets the graph the
-    backbone builds from the catalog."""
+    """The backbone's own constructor arguments: `train.backbone_params`, and for a backbone that takes a
+    `kg_dir` (UniCRS's RGCN) the dataset's KG folder unless set there (absolute: Ray workers run in another
+    directory); a dataset without a `kg/` folder gets the graph the backbone builds from the catalog."""
+    import inspect
+
     from crs_core.models import model_class
 
+    params = dict(config.train.backbone_params)
     kg_dir = config.resolved_data_dir() / config.dataset / "kg"
-    if getattr(model_class(config.train.backbone), "uses_kg", False) and kg_dir.is_dir():
-        return {"kg_dir": str(kg_dir.resolve())}
-    return {}
+    takes_kg = "kg_dir" in inspect.signature(model_class(config.train.backbone).__init__).parameters
+    if takes_kg and "kg_dir" not in params and kg_dir.is_dir():
+        params["kg_dir"] = str(kg_dir.resolve())
+    return params
 
 
 def train_baseline(config: Config, run: RunDir) -> tuple[Recommender, dict[str, Any]]:

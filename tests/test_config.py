@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -150,3 +151,27 @@ def test_saved_run_config_has_the_llm_sections_without_secrets(tmp_path):
     assert "SECRETVALUE" not in text and saved["zero_shot"]["base_url"] == "https://***@llm.example.invalid/v1"
     assert saved["zero_shot"]["enabled"] is True and saved["simulate"]["turns"] == 4
     assert set(saved["simulate"]) == {f.name for f in dataclasses.fields(SimulateConfig)}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.backbone_params={n_prefix: 4}"], "train.backbone_params.n_prefix: minilm takes no such argument"),
+    (["train.backbone=unicrs", "train.backbone_params={n_prefix: four}"],
+     "train.backbone_params.n_prefix: expected int"),
+    (["train.backbone=unicrs", "train.backbone_params.max_length=64"], "set train.max_length instead"),
+    (["train.backbone_params=[1]"], "train.backbone_params: expected a mapping"),
+])
+def test_backbone_params_are_checked_against_the_constructor_at_load(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(overrides=overrides)
+
+
+def test_backbone_params_reach_the_backbone_and_layers_add_keys(tmp_path):
+    from crs_core.two_stage import backbone_params
+
+    layer = tmp_path / "unicrs.yaml"
+    layer.write_text("train:\n  backbone: unicrs\n  backbone_params:\n    n_prefix: 4\n")
+    config = load_config([layer], overrides=["train.backbone_params.num_bases=2", f"data_dir={tmp_path}"])
+    assert config.train.backbone_params == {"n_prefix": 4, "num_bases": 2}
+    assert backbone_params(config) == {"n_prefix": 4, "num_bases": 2}  # no kg/ folder: the catalog's graph
+    (tmp_path / config.dataset / "kg").mkdir(parents=True)
+    assert backbone_params(config)["kg_dir"] == str((tmp_path / config.dataset / "kg").resolve())

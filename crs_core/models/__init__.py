@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import typing
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,30 @@ def model_class(name: str) -> type[Recommender]:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
     module, cls = MODELS[name].split(":")
     return getattr(import_module(module), cls)
+
+
+SET_BY_TRAINING = ("model_name_or_config", "max_length", "trainable_layers", "epochs", "learning_rate", "batch_size",
+                   "seed")  # constructor arguments the training stage fills from train.*
+
+
+def check_backbone_params(name: str, params: dict[str, Any]) -> None:
+    """`train.backbone_params` against the constructor of backbone `name`: known argument names, values of the
+    annotated types; a ConfigError naming the key otherwise (imports the backbone, so only when params are set)."""
+    from crs_core.config import check_type
+    from crs_core.errors import ConfigError
+
+    cls = model_class(name)
+    hints = typing.get_type_hints(cls.__init__)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self" and p not in SET_BY_TRAINING]
+    for key, value in params.items():
+        if key in SET_BY_TRAINING:
+            setting = "train.model" if key == "model_name_or_config" else f"train.{key}"
+            raise ConfigError(f"train.backbone_params.{key}: set {setting} instead")
+        if key not in accepted:
+            raise ConfigError(f"train.backbone_params.{key}: {name} takes no such argument "
+                              f"(its own: {', '.join(accepted) or 'none'})")
+        if key in hints:
+            check_type(value, hints[key], f"train.backbone_params.{key}", "config")
 
 
 def build_model(name: str, **params: Any) -> Recommender:

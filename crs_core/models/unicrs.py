@@ -159,7 +159,6 @@ class UniCRSRecommender(TorchRecommender):
     """
 
     name = "unicrs"
-    uses_kg = True  # the training stage passes the dataset's KG folder as `kg_dir`
 
     def __init__(self, model_name_or_config: str | dict | None = None, max_length: int = 128,
                  trainable_layers: int | None = None, epochs: int = 3, learning_rate: float = 1e-4,
