@@ -335,12 +335,15 @@ def test_frozen_vectors_are_shared_through_the_disk_cache(tmp_path, monkeypatch)
     first = MiniLMRecommender(TINY_BERT, max_length=16, trainable_layers=0)
     first.initialise(CATALOG)
     expected = first.tokenize(VALID)["context_vectors"]
-    second = MiniLMRecommender(TINY_BERT, max_length=16, trainable_layers=0)
-    second.initialise(CATALOG)
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("encoded although the vectors were cached")
 
+    with monkeypatch.context() as items_cached:  # the initial item matrix too
+        items_cached.setattr(MiniLMRecommender, "_encode_items", no_encoding)
+        second = MiniLMRecommender(TINY_BERT, max_length=16, trainable_layers=0)
+        second.initialise(CATALOG)
+    assert torch.equal(second.module.item_matrix, first.module.item_matrix)
     monkeypatch.setattr(second.module, "embed", no_encoding)
     torch.testing.assert_close(second.tokenize(VALID)["context_vectors"], expected)
     other = MiniLMRecommender(TINY_BERT, max_length=16, trainable_layers=0, seed=7)  # other random weights

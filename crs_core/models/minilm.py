@@ -44,6 +44,15 @@ HEAD_KEYS = ("item_matrix", "item_bias", "log_scale")
 INIT_SCALE = 20.0  # cosine in [-1, 1] times 20: a softmax over the catalog that is neither flat nor one-hot
 
 
+def encoder_identity(encoder: torch.nn.Module, tokenizer: Any, max_length: int) -> str:
+    """What decides an encoded vector: the encoder's weights (hashed), the tokenizer and max_length."""
+    digest = hashlib.sha256(f"{type(tokenizer).__name__}:{len(tokenizer)}:{max_length}".encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
 class ContextItemModule(torch.nn.Module):
     """Encoder + item head: maps tokenized contexts to (batch, n_items) logits."""
 
@@ -168,8 +177,22 @@ class MiniLMRecommender(TorchRecommender):
         self._attach(encoder, tokenizer, self._initial_item_matrix(encoder, tokenizer, catalog))
 
     def _initial_item_matrix(self, encoder: torch.nn.Module, tokenizer: Any, catalog: Catalog) -> torch.Tensor:
-        """(n_items, hidden) rows: the normalised encoder embeddings of the item descriptions."""
+        """(n_items, hidden) rows: the normalised encoder embeddings of the item descriptions. With a frozen
+        encoder they are computed once per (encoder, catalog) on this machine and then read from the VectorCache,
+        like the context vectors: every later model of a run, seed or trial starts from that same matrix."""
         texts = [item_text(item) for item in catalog.items]
+        if self.trainable_layers != 0:
+            return self._encode_items(encoder, tokenizer, texts)
+        store = VectorCache(f"{encoder_identity(encoder, tokenizer, self.max_length)}-items")
+        catalog_key = "\x1e".join(texts)  # the whole catalog in order: rows were encoded in batches of it
+        cached = store.get_many([catalog_key]).get(catalog_key)
+        if cached is not None:
+            return torch.from_numpy(cached.reshape(len(texts), -1))
+        matrix = self._encode_items(encoder, tokenizer, texts)
+        store.put_many({catalog_key: matrix.numpy()})
+        return matrix
+
+    def _encode_items(self, encoder: torch.nn.Module, tokenizer: Any, texts: list[str]) -> torch.Tensor:
         encoder.eval()
         rows = []
         with torch.no_grad():
@@ -223,13 +246,8 @@ class MiniLMRecommender(TorchRecommender):
         return torch.stack([self._vectors[t] for t in texts])
 
     def _encoder_identity(self) -> str:
-        """What decides a context vector: the encoder's weights (hashed), the tokenizer and max_length."""
         assert self.module is not None
-        digest = hashlib.sha256(f"{type(self.tokenizer).__name__}:{len(self.tokenizer)}:{self.max_length}".encode())
-        for name, tensor in sorted(self.module.encoder.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().float().numpy().tobytes())
-        return digest.hexdigest()[:24]
+        return encoder_identity(self.module.encoder, self.tokenizer, self.max_length)
 
     # --- persistence ----------------------------------------------------------------------------
 
