@@ -1,6 +1,7 @@
 """Cost curve: wall time and peak memory of the augmentation stages as the number of scored pairs grows.
 
     python benchmarks/scale.py [--pairs 10000,100000,1000000] [--items 6576] [--encoder tiny|minilm]
+    python benchmarks/scale.py --report      # the table and plot again from benchmarks/scale.json
 
 For each size a synthetic-but-realistic world (benchmarks/scale_world.py: a ReDial-sized catalog, dialogues in
 the feature student's vocabulary, top-50 candidates per train context, 2,000 teacher judgments) is written as a
@@ -16,9 +17,10 @@ is its own:
 The encoder is a seeded 2-layer, 64-wide BERT (`--encoder tiny`) by default: its cost per context is a constant
 factor that benchmarks/throughput.py measures for MiniLM, while this curve looks for what grows faster than the
 pairs in the pipeline's own code. Time is each stage's wall time inside its process (imports and process start
-excluded); memory is the process's peak RSS (`ru_maxrss`), printed beside the RSS after imports. The slope of
-log(time) on log(pairs) is fitted over the sizes (goal: 1.0 +- 0.15 for score, synthesize and train). Writes
-benchmarks/scale.json and benchmarks/scale.png.
+excluded); memory is the process's peak RSS (VmHWM), printed beside the peak after its imports. The slope of
+log(time) on log(pairs) is fitted over all sizes and between the two largest (where fixed start-up costs - model
+loads, the catalog-side features, figures - matter least; goal: 1.0 +- 0.15 for score, synthesize and train),
+beside the seconds each further 10^5 pairs cost. Writes benchmarks/scale.json and benchmarks/scale.png.
 """
 
 from __future__ import annotations
@@ -115,8 +117,14 @@ def run_one_stage(stage: str, run_root: Path, encoder: str | None) -> dict:
 
 
 def _rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, MiB: VmHWM on Linux. Not ru_maxrss: Linux carries the
+    parent's peak across fork and exec into it, so a child would report at least the benchmark's own memory."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -180,9 +188,20 @@ def table(results: dict) -> str:
         row = results[str(n)]
         lines.append(f"| {n:,} | " + " | ".join(f"{row[s]['seconds']:.1f} / {row[s]['peak_rss_mib']:.0f}"
                                                  for s in STAGES) + " |")
-    slopes = {s: slope(sizes, [results[str(n)][s]["seconds"] for n in sizes]) for s in STAGES}
-    lines.append("| slope (log-log) | " + " | ".join("-" if v is None else f"{v:.2f}" for v in slopes.values()) + " |")
+    seconds = {s: [results[str(n)][s]["seconds"] for n in sizes] for s in STAGES}
+    rows = {"time slope, all sizes": {s: slope(sizes, seconds[s]) for s in STAGES},
+            "time slope, two largest": {s: slope(sizes[-2:], seconds[s][-2:]) for s in STAGES},
+            "s per 10^5 pairs above the smallest": {s: marginal(sizes, seconds[s]) for s in STAGES}}
+    for label, values in rows.items():
+        lines.append(f"| {label} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in values.values()) + " |")
     return "\n".join(lines)
+
+
+def marginal(sizes: list[int], values: list[float]) -> float | None:
+    """Seconds per 10^5 pairs beyond the smallest size (the cost that grows, without the fixed start-up)."""
+    if len(sizes) < 2:
+        return None
+    return (values[-1] - values[0]) / (sizes[-1] - sizes[0]) * 1e5
 
 
 def main() -> None:
@@ -192,12 +211,17 @@ def main() -> None:
     parser.add_argument("--encoder", choices=("tiny", "minilm"), default="tiny")
     parser.add_argument("--work-dir", type=Path, help="where the runs go (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=HERE / "scale.json")
+    parser.add_argument("--report", action="store_true", help="print the table and redraw the plot from --out")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", help=argparse.SUPPRESS)
     parser.add_argument("--encoder-path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
         return child_main(args)
+    if args.report:
+        saved = json.loads(args.out.read_text())
+        print(table(saved["results"]))
+        return plot(saved["results"], args.out.with_suffix(".png"), saved["items"])
     from scale_world import CANDIDATES_PER_CONTEXT, write_world
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="crs-scale-"))

@@ -15,14 +15,11 @@ trial's model is saved as `models/<backbone>-tuned` and evaluated once on test.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from crs_core.artifacts import RunDir, fingerprint, read_table, write_json
 from crs_core.config import Config
@@ -30,24 +27,22 @@ from crs_core.errors import CRSError
 from crs_core.models import load_model
 from crs_core.schema import SAMPLES_SCHEMA, SCORES_SCHEMA, table_to_samples
 from crs_core.synthesize import expansion, synthesize
-from crs_core.training.data import (
-    TrainingData,
-    epoch_indices,
-    iter_batches,
-    labelled,
-    load_training_data,
-)
-from crs_core.training.loop import MODEL_DIR, PROGRESS_FILE, STATE_FILE, train_stage
+from crs_core.training.data import TrainingData, labelled, load_training_data
+from crs_core.training.loop import train_stage
 from crs_core.training.steps import (
     METRIC,
+    MODEL_DIR,
     build_optimizer,
-    epoch_seed,
+    checkpoint_progress,
     frozen_reference,
     linear_warmup_schedule,
+    load_optimizer,
     plain_step,
+    run_epochs,
+    save_optimizer,
     stage_loss,
-    train_epoch,
     validate,
+    write_checkpoint,
 )
 from crs_core.two_stage import backbone_params, training_seed
 
@@ -83,28 +78,24 @@ def stage2_trial(params: dict[str, Any], data: TrainingData, stage1: dict[str, s
         checkpoint = ray.tune.get_checkpoint()
         resume = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
         model = load_model((resume or init) / MODEL_DIR, catalog=data.catalog)
-        start = json.loads((resume / PROGRESS_FILE).read_text())["epoch"] if resume else 0
+        start = checkpoint_progress(resume)["epoch"] if resume else 0
         reference = frozen_reference(init / MODEL_DIR) if alpha > 0 else None
         optimizer = build_optimizer(model.module, lr)
         scheduler = linear_warmup_schedule(optimizer, steps_per_epoch, epochs * steps_per_epoch)
         if resume:
-            state = torch.load(resume / STATE_FILE, map_location="cpu")
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            load_optimizer(resume, optimizer, scheduler)
     step = plain_step(optimizer, scheduler, [p for p in model.module.parameters() if p.requires_grad])
-    loss_fn = stage_loss("finetune", alpha, reference)
-    for epoch in range(start, epochs):
-        torch.manual_seed(epoch_seed(seed, epoch))
-        order = epoch_indices(len(samples), epoch, seed)
-        batches = iter_batches(model.tokenize, samples, columns, order, batch_size)
-        loss = train_epoch(model.module, batches, loss_fn, step)
-        metrics = {"epoch": epoch + 1, "train_loss": loss, **validate(model, data)}
+
+    def epoch_end(epoch: int, loss: float, seconds: float, seen: int) -> dict[str, float]:
+        metrics = {"epoch": epoch, "train_loss": loss, **validate(model, data)}
         with tempfile.TemporaryDirectory() as tmp:
-            model.save(Path(tmp) / MODEL_DIR)
-            write_json(Path(tmp) / PROGRESS_FILE, {"epoch": epoch + 1, "metrics": metrics})
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                       Path(tmp) / STATE_FILE)
+            write_checkpoint(Path(tmp), model, epoch, metrics)
+            save_optimizer(Path(tmp), optimizer, scheduler)
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(tmp))
+        return metrics
+
+    run_epochs(model, model.module, samples, columns, loss_fn=stage_loss("finetune", alpha, reference), step=step,
+               epochs=epochs, start=start, seed=seed, batch_size=batch_size, epoch_end=epoch_end)
 
 
 def train_stage1_per_threshold(config: Config, run: RunDir, finetune: TrainingData) -> tuple[dict[str, str], dict]:

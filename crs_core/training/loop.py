@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -39,32 +38,31 @@ from crs_core.schema import Catalog
 from crs_core.training.data import (
     STAGES,
     TrainingData,
-    epoch_indices,
-    iter_batches,
     labelled,
     shard_size,
 )
 from crs_core.training.steps import (
     MAX_GRAD_NORM,
+    MODEL_DIR,
     ScheduleFn,
     TrainableRecommender,
     build_optimizer,
-    epoch_seed,
+    checkpoint_progress,
     frozen_reference,
     linear_warmup_schedule,
+    load_optimizer,
     plain_step,
+    run_epochs,
+    save_optimizer,
     seed_everything,
     stage_loss,
-    train_epoch,
     validate,
+    write_checkpoint,
 )
 from crs_core.training.steps import (
     METRIC as METRIC,  # re-exported: the default selection key (crs_core.evaluation.selection_key)
 )
 
-MODEL_DIR = "model"
-PROGRESS_FILE = "progress.json"
-STATE_FILE = "train_state.pt"
 DEEPSPEED_DIR = "deepspeed"
 DEEPSPEED_TAG = "state"
 CHECKPOINTS_KEPT = 2  # the best one and the runner-up; Ray also never deletes the latest (for resuming)
@@ -78,7 +76,7 @@ def initial_model(config: dict[str, Any], catalog: Catalog, resume: Path | None,
     """(model, first epoch): a resumed checkpoint, else the stage-1 checkpoint, else fresh weights."""
     if resume is not None:
         model = load_model(resume / MODEL_DIR, catalog=catalog)
-        start = json.loads((resume / PROGRESS_FILE).read_text())["epoch"]
+        start = checkpoint_progress(resume)["epoch"]
     elif init is not None:
         model, start = load_model(init / MODEL_DIR, catalog=catalog), 0
     else:
@@ -122,13 +120,11 @@ def ddp_strategy(module: torch.nn.Module, optimizer: torch.optim.Optimizer, sche
     forward = ray.train.torch.prepare_model(module)
     scheduler = schedule(optimizer)
     if resume is not None:
-        state = torch.load(resume / STATE_FILE, map_location="cpu")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        load_optimizer(resume, optimizer, scheduler)
 
     def save(out: Path, rank: int) -> None:
         if rank == 0:
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, out / STATE_FILE)
+            save_optimizer(out, optimizer, scheduler)
 
     return forward, plain_step(optimizer, scheduler, [p for p in module.parameters() if p.requires_grad]), save
 
@@ -192,29 +188,26 @@ def train_func(config: dict[str, Any]) -> list[dict[str, float]]:
                                                            config["deepspeed_config"], batch_size, resume)
         else:
             forward, step, save_state = ddp_strategy(model.module, optimizer, schedule, resume)
-        loss_fn = stage_loss(stage, alpha, reference)
-        history, epoch_lines = [], EpochLines(stage, epochs)
-        for epoch in range(start_epoch, epochs):
-            torch.manual_seed(epoch_seed(seed + rank, epoch))
-            order = epoch_indices(len(samples), epoch, seed, rank, world)
-            batches = iter_batches(model.tokenize, samples, columns, order, batch_size)
-            started = time.perf_counter()
-            loss = train_epoch(forward, batches, loss_fn, step)
-            seconds = _max_over_workers(time.perf_counter() - started, world)  # the slowest rank sets the pace
-            metrics: dict[str, float] = {"epoch": epoch + 1, "train_loss": _mean_over_workers(loss, world),
-                                         "epoch_seconds": seconds, "samples_per_s": len(order) * world / seconds}
+        epoch_lines = EpochLines(stage, epochs)
+
+        def epoch_end(epoch: int, loss: float, seconds: float, seen: int) -> dict[str, float]:
+            seconds = _max_over_workers(seconds, world)  # the slowest rank sets the pace
+            metrics = {"epoch": epoch, "train_loss": _mean_over_workers(loss, world), "epoch_seconds": seconds,
+                       "samples_per_s": seen * world / seconds}
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp)
                 if rank == 0:
                     metrics |= validate(model, data)
-                    model.save(out / MODEL_DIR)
-                    write_json(out / PROGRESS_FILE, {"epoch": epoch + 1, "metrics": metrics})
-                    epoch_lines(epoch + 1, metrics)
+                    write_checkpoint(out, model, epoch, metrics)
+                    epoch_lines(epoch, metrics)
                 save_state(out, rank)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp) if any(out.iterdir()) else None
-                ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch + 1:03d}")
-            history.append(metrics)
-        return history
+                ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch:03d}")
+            return metrics
+
+        return run_epochs(model, forward, samples, columns, loss_fn=stage_loss(stage, alpha, reference), step=step,
+                          epochs=epochs, start=start_epoch, seed=seed, batch_size=batch_size, rank=rank, world=world,
+                          epoch_end=epoch_end)
 
 
 # --- the driver side --------------------------------------------------------------------------------
@@ -328,7 +321,7 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
         raise RuntimeError(f"Ray Train run {name} reported no checkpoint")
     with best.as_directory() as directory:
         model = load_model(Path(directory) / MODEL_DIR, catalog=data.catalog)
-        progress = json.loads((Path(directory) / PROGRESS_FILE).read_text())
+        progress = checkpoint_progress(Path(directory))
     return _finish_stage(model, result.path, best.path, progress, result.return_value or [], train_config, stage,
                          name, epochs, run_dir)
 
@@ -341,7 +334,7 @@ def _run_locally(loop_config: dict[str, Any], data: TrainingData, run_path: Path
     init_dir = None if init_checkpoint is None else Path(init_checkpoint.path)
     model, best_dir, history = run_stage_locally(loop_config | {"init_checkpoint": init_dir}, data, run_path,
                                                  selected_by)
-    progress = json.loads((best_dir / PROGRESS_FILE).read_text())
+    progress = checkpoint_progress(best_dir)
     return model, str(run_path), str(best_dir), progress, history
 
 

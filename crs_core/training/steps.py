@@ -1,5 +1,6 @@
-"""The training steps every loop shares: the in-process `fit`, each Ray Train worker (crs_core.training.loop)
-and each Ray Tune trial (crs_core.tune) optimise with exactly these functions, so their numbers compare.
+"""The training steps every loop shares: the in-process `fit`, each Ray Train worker (crs_core.training.loop),
+the local runner (crs_core.training.local) and each Ray Tune trial (crs_core.tune) run their epochs with
+`run_epochs` and write and resume checkpoints with the helpers below, so their numbers compare.
 
 AdamW (weight decay 0.01 on matrices), linear warmup over one epoch then linear decay, gradient clipping at
 1.0, grouped CE for stage 1 and CE + alpha * KL(P_ref || P_model) for stage 2 (docs/training.md); every epoch's
@@ -8,8 +9,10 @@ dropout is seeded by (worker seed, epoch) so a resumed run replays exactly the e
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -17,6 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from crs_core.artifacts import write_json
 from crs_core.evaluation import selection_key, selection_scores
 from crs_core.models import Recommender, load_model
 from crs_core.schema import Catalog, Sample
@@ -29,6 +33,9 @@ from crs_core.training.data import (
 )
 from crs_core.training.losses import grouped_cross_entropy, stage2_loss
 
+MODEL_DIR = "model"  # a checkpoint: the model, the epoch it ends and its metrics, the optimizer and scheduler
+PROGRESS_FILE = "progress.json"
+STATE_FILE = "train_state.pt"
 WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
 METRIC = selection_key("minilm")  # FNSCRS selects by valid recall@50 (UniCRS: @25, see selection_key)
@@ -122,6 +129,51 @@ def train_epoch(model: torch.nn.Module, batches: Iterable[Batch], loss_fn: LossF
     return total / max(count, 1)
 
 
+EpochEnd = Callable[[int, float, float, int], dict]  # (epoch, mean loss, seconds, samples seen) -> its record
+
+
+def run_epochs(model: TrainableRecommender, forward: torch.nn.Module, samples: Sequence[Sample],
+               columns: Sequence[Sequence[int]], *, loss_fn: LossFn, step: Callable[[torch.Tensor], None],
+               epochs: int, start: int = 0, seed: int, batch_size: int, rank: int = 0, world: int = 1,
+               epoch_end: EpochEnd | None = None) -> list:
+    """Epochs `start`..`epochs`-1 of a stage: each seeds this worker's dropout by (seed + rank, epoch), takes the
+    epoch's order (one permutation for all ranks, dealt by rank) and makes one pass. `epoch_end` validates,
+    checkpoints and reports; the records it returns (else the mean losses) are returned, one per epoch."""
+    records = []
+    for epoch in range(start, epochs):
+        torch.manual_seed(epoch_seed(seed + rank, epoch))
+        order = epoch_indices(len(samples), epoch, seed, rank, world)
+        started = time.perf_counter()
+        loss = train_epoch(forward, iter_batches(model.tokenize, samples, columns, order, batch_size), loss_fn, step)
+        seconds = time.perf_counter() - started
+        records.append(loss if epoch_end is None else epoch_end(epoch + 1, loss, seconds, len(order)))
+    return records
+
+
+def write_checkpoint(out: Path, model: Recommender, epoch: int, metrics: dict) -> None:
+    """The model after `epoch` and its metrics, in the layout every runner resumes from."""
+    model.save(out / MODEL_DIR)
+    write_json(out / PROGRESS_FILE, {"epoch": epoch, "metrics": metrics})
+
+
+def checkpoint_progress(directory: Path) -> dict:
+    """{"epoch": the epoch the checkpoint ends, "metrics": its metrics}."""
+    return json.loads((Path(directory) / PROGRESS_FILE).read_text())
+
+
+def save_optimizer(out: Path, optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, out / STATE_FILE)
+
+
+def load_optimizer(directory: Path, optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Restore what `save_optimizer` wrote, so a resumed stage continues the learning-rate schedule exactly."""
+    state = torch.load(Path(directory) / STATE_FILE, map_location="cpu")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+
+
 def train_in_process(model: TrainableRecommender, train: Sequence[Sample], catalog: Catalog, *, epochs: int,
                      learning_rate: float, batch_size: int, seed: int) -> list[float]:
     """Plain CE on `train` targets without Ray (what `fit` runs); global RNG state is left untouched."""
@@ -134,14 +186,9 @@ def train_in_process(model: TrainableRecommender, train: Sequence[Sample], catal
     optimizer = build_optimizer(module, learning_rate)
     steps = math.ceil(len(samples) / batch_size)
     step = plain_step(optimizer, linear_warmup_schedule(optimizer, steps, epochs * steps), params)
-    loss_fn = stage_loss("finetune")
-    losses = []
     with torch.random.fork_rng(devices=[]):
-        for epoch in range(epochs):
-            torch.manual_seed(epoch_seed(seed, epoch))
-            order = epoch_indices(len(samples), epoch, seed)
-            losses.append(train_epoch(module, iter_batches(model.tokenize, samples, columns, order, batch_size),
-                                      loss_fn, step))
+        losses = run_epochs(model, module, samples, columns, loss_fn=stage_loss("finetune"), step=step,
+                            epochs=epochs, seed=seed, batch_size=batch_size)
     module.eval()
     return losses
 
