@@ -91,6 +91,13 @@ class Config:
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
 
     def validate(self) -> None:
+        """Every setting checked when the config is loaded: a mistake is one ConfigError naming the key."""
+        self._validate_data_and_teacher()
+        self._validate_student_and_train()
+        self._validate_tune_retrieval_evaluation()
+        self._validate_chat_sections()
+
+    def _validate_data_and_teacher(self) -> None:
         if not DATASET_NAME.match(self.dataset):
             raise ConfigError(f"dataset: {self.dataset!r} is not a valid name (lower-case letters, digits, '_-.')")
         if self.data.format is not None and self.data.format not in DATA_FORMATS:
@@ -113,6 +120,8 @@ class Config:
             raise ConfigError("teacher.files: kind 'recorded' needs at least one judgment file or glob")
         if not 0.0 <= self.teacher.max_failure_share <= 1.0:
             raise ConfigError(f"teacher.max_failure_share: {self.teacher.max_failure_share} must be in [0, 1]")
+
+    def _validate_student_and_train(self) -> None:
         if self.student.kind not in ("cross_encoder", "llm", "features"):
             raise ConfigError(f"student.kind: {self.student.kind!r} is not 'cross_encoder', 'llm' or 'features'")
         if self.student.candidates not in ("retrieved", "catalog"):
@@ -143,6 +152,8 @@ class Config:
             from crs_core.models import check_backbone_params
 
             check_backbone_params(self.train.backbone, self.train.backbone_params)
+
+    def _validate_tune_retrieval_evaluation(self) -> None:
         if not self.tune.alphas or any(a < 0 for a in self.tune.alphas):
             raise ConfigError(f"tune.alphas: {self.tune.alphas} must be a non-empty list of values >= 0")
         if not self.tune.thresholds or any(not 0.0 <= t <= 4.0 for t in self.tune.thresholds):
@@ -161,7 +172,6 @@ class Config:
             raise ConfigError("retrieval: lexical_weight must be >= 0 and lexical.decay in [0, 1]")
         if not self.evaluation.ks or any(k < 1 or k > self.evaluation.top_n for k in self.evaluation.ks):
             raise ConfigError(f"evaluation.ks: {self.evaluation.ks} must be in [1, evaluation.top_n]")
-        self._validate_chat_sections()
 
     def _validate_chat_sections(self) -> None:
         minimums = {"zero_shot": {"concurrency": 1, "max_tokens": 1, "titles": 1},

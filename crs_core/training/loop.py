@@ -22,6 +22,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -258,16 +259,7 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
     config starts a new one. With `run_dir`, the best model is saved to `checkpoints/stage{1,2}/` and the
     metrics to `checkpoints/stage{1,2}.json`.
     """
-    import ray
-    from ray.train import (
-        Checkpoint,
-        CheckpointConfig,
-        FailureConfig,
-        LoggingConfig,
-        RunConfig,
-        ScalingConfig,
-    )
-    from ray.train.torch import TorchTrainer
+    from ray.train import Checkpoint
 
     check_train_config(train_config)
     if stage not in STAGES:
@@ -282,33 +274,47 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
     storage = train_config.storage_path or (Path(run_dir) / "ray_results" if run_dir is not None else None)
     if storage is None:
         raise ValueError("no storage for Ray Train results: set train.storage_path or pass run_dir")
-    loop_config: dict[str, Any] = {
+    loop_config = _loop_config(train_config, stage, seed, alpha, backbone_params or {})
+    identity = {**loop_config, "num_workers": train_config.num_workers, "data": data.digest(),
+                "init": init_checkpoint.path if init_checkpoint is not None else None}
+    name = name or f"{STAGE_DIRS[stage]}-{fingerprint(identity)}"
+    epochs = train_config.epochs_stage1 if stage == "pretrain" else train_config.epochs_stage2
+    loop_config["epochs"] = epochs
+    run_path = Path(storage).resolve() / name
+    run = _run_locally if train_config.runner == "local" else partial(_run_on_ray, train_config=train_config)
+    return _finish_stage(*run(loop_config, data, run_path, selection_key(train_config.backbone), init_checkpoint),
+                         train_config, stage, name, epochs, run_dir)
+
+
+def _loop_config(train_config: TrainConfig, stage: str, seed: int, alpha: float,
+                 backbone_params: dict[str, Any]) -> dict[str, Any]:
+    """What every worker of the stage is given (and what names the Ray run, with the data and the init)."""
+    return {
         "stage": stage, "seed": seed, "alpha": alpha, "learning_rate": train_config.learning_rate,
         "batch_size": train_config.batch_size, "backbone": train_config.backbone, "strategy": train_config.strategy,
         "backbone_params": {"model_name_or_config": train_config.model,
                             "max_length": train_config.max_length, "trainable_layers": train_config.trainable_layers,
                             "learning_rate": train_config.learning_rate, "batch_size": train_config.batch_size,
-                            "seed": seed, **(backbone_params or {})},
+                            "seed": seed, **backbone_params},
         "deepspeed_config": (read_deepspeed_config(train_config.deepspeed_config)
                              if train_config.strategy == "deepspeed" else None),
     }
-    stage_dir = STAGE_DIRS[stage]
-    identity = {**loop_config, "num_workers": train_config.num_workers, "data": data.digest(),
-                "init": init_checkpoint.path if init_checkpoint is not None else None}
-    name = name or f"{stage_dir}-{fingerprint(identity)}"
-    epochs = train_config.epochs_stage1 if stage == "pretrain" else train_config.epochs_stage2
-    selected_by = selection_key(train_config.backbone)
-    if train_config.runner == "local":
-        return _finish_stage(*_run_locally(loop_config | {"epochs": epochs}, data, Path(storage).resolve() / name,
-                                           selected_by, init_checkpoint),
-                             train_config, stage, name, epochs, run_dir)
-    loop_config |= {"epochs": epochs, "init_checkpoint": init_checkpoint, "data": ray.put(data)}
+
+
+def _run_on_ray(loop_config: dict[str, Any], data: TrainingData, run_path: Path, selected_by: str,
+                init_checkpoint: Any, *, train_config: TrainConfig
+                ) -> tuple[Recommender, str, str, dict[str, Any], list[dict[str, float]]]:
+    """`train.runner: ray`: a TorchTrainer over `train.num_workers` workers; its best checkpoint loaded back."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
     trainer = TorchTrainer(
         train_func,
-        train_loop_config=loop_config,
+        train_loop_config=loop_config | {"init_checkpoint": init_checkpoint, "data": ray.put(data)},
         scaling_config=ScalingConfig(num_workers=train_config.num_workers, use_gpu=train_config.use_gpu,
                                      resources_per_worker={"CPU": train_config.cpus_per_worker}),
-        run_config=RunConfig(storage_path=str(Path(storage).resolve()), name=name,
+        run_config=RunConfig(storage_path=str(run_path.parent), name=run_path.name,
                              failure_config=FailureConfig(max_failures=train_config.max_failures),
                              logging_config=LoggingConfig(log_level=ray_log_level()),
                              checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT,
@@ -318,12 +324,11 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
     result = trainer.fit()
     best = result.get_best_checkpoint(metric=selected_by, mode="max")
     if best is None:
-        raise RuntimeError(f"Ray Train run {name} reported no checkpoint")
+        raise RuntimeError(f"Ray Train run {run_path.name} reported no checkpoint")
     with best.as_directory() as directory:
         model = load_model(Path(directory) / MODEL_DIR, catalog=data.catalog)
         progress = checkpoint_progress(Path(directory))
-    return _finish_stage(model, result.path, best.path, progress, result.return_value or [], train_config, stage,
-                         name, epochs, run_dir)
+    return model, result.path, best.path, progress, result.return_value or []
 
 
 def _run_locally(loop_config: dict[str, Any], data: TrainingData, run_path: Path, selected_by: str,
