@@ -429,3 +429,18 @@ def test_tied_scores_give_the_mean_over_seeded_tie_orders() -> None:
     assert table[-1] == "other models: no ties, one ranking"
     with pytest.raises(ValueError, match="tie_orders"):
         evaluate_scores(row[None, :], samples, CATALOG, tie_orders=0)
+
+
+@pytest.mark.parametrize("tie_seed", [None, 0, 5])
+def test_top_n_equals_the_first_n_of_a_full_sort(tie_seed):
+    """rank_catalog sorts only the columns that can reach the top n; that is the first n of a full sort, with
+    the same random tie order, including rows where whole blocks of scores are tied."""
+    rng = np.random.default_rng(3)
+    catalog = Catalog([Item(500 + i, f"m{i}", "") for i in range(300)])
+    scores = rng.integers(0, 4, (40, 300)).astype(np.float32)
+    scores[:5] = 0.0  # every column tied
+    block = -scores.astype(np.float64)
+    keys = np.random.default_rng(tie_seed).random(block.shape) if tie_seed is not None else None
+    full = (np.argsort(block, axis=1, kind="stable") if keys is None else np.lexsort((keys, block), axis=1))
+    expected = catalog.item_ids[full[:, :100]]
+    np.testing.assert_array_equal(rank_catalog(scores, catalog, 100, tie_seed=tie_seed), expected)

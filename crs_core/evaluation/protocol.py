@@ -56,12 +56,24 @@ def rank_catalog(scores: np.ndarray, catalog: Catalog, top_n: int = TOP_N, tie_s
     out = np.empty((scores.shape[0], width), dtype=np.int64)
     for start in range(0, scores.shape[0], _ROW_CHUNK):
         block = -scores[start : start + _ROW_CHUNK].astype(np.float64)
-        if rng is None:
-            order = np.argsort(block, axis=1, kind="stable")[:, :width]
-        else:
-            order = np.lexsort((rng.random(block.shape), block), axis=1)[:, :width]
-        out[start : start + _ROW_CHUNK] = item_ids[order]
+        keys = rng.random(block.shape) if rng is not None else None  # drawn for the whole block, as always
+        out[start : start + _ROW_CHUNK] = item_ids[_top_columns(block, keys, width)]
     return out
+
+
+def _top_columns(block: np.ndarray, keys: np.ndarray | None, width: int) -> np.ndarray:
+    """Per row, the `width` columns of smallest `block` value, ties by `keys` (else by column): the first
+    `width` of a full sort, found by sorting only the columns not above the row's width-th value."""
+    if width >= block.shape[1]:
+        return (np.argsort(block, axis=1, kind="stable") if keys is None else np.lexsort((keys, block), axis=1))
+    cutoff = np.partition(block, width - 1, axis=1)[:, width - 1]
+    order = np.empty((block.shape[0], width), dtype=np.int64)
+    for row, (values, limit) in enumerate(zip(block, cutoff)):
+        columns = np.flatnonzero(values <= limit)  # every column a full sort could place in the first `width`
+        ranked = (np.argsort(values[columns], kind="stable") if keys is None
+                  else np.lexsort((keys[row, columns], values[columns])))
+        order[row] = columns[ranked[:width]]
+    return order
 
 
 def tied_rows(scores: np.ndarray, top_n: int = TOP_N) -> np.ndarray:
