@@ -88,8 +88,9 @@ def train_feature_student(config: StudentConfig, seed: int, teacher: pa.Table, s
     pairs = judged_pairs(teacher, samples, catalog)
     if len(pairs["y"]) == 0:
         raise ValueError("no usable teacher rows (every row failed or the table is empty)")
-    items, contexts = build_sides(run, samples, catalog)
-    x = features_of(items, contexts, pairs["c"], pairs["i"])
+    judged = np.unique(pairs["c"])  # only the judged contexts' features are needed: cost does not grow with train
+    items, contexts = build_sides(run, [samples[r] for r in judged], catalog)
+    x = features_of(items, contexts, np.searchsorted(judged, pairs["c"]), pairs["i"])
     scorer = FeatureScorer(FEATURE_NAMES, trees_params(config))
     oof = scorer.fit(x, pairs["y"], pairs["sample_id"], config.folds, seed)
     agree = fidelity(pairs["y"], oof, pairs["gold"])

@@ -243,7 +243,10 @@ def _seeker_turns(sample: Sample) -> list[str]:
 def context_side(samples: Sequence[Sample], catalog: Catalog, items: ItemSide, use_gold: bool = True) -> ContextSide:
     n, t = len(samples), len(TOPICS)
     fields = {k: np.zeros((n, t), dtype=np.float32) for k in ("latest", "recent", "decay", "any", "system", "neg")}
-    said: dict[str, list[set]] = {"latest": [], "any": [], "people": [], "directors": []}
+    # Column sets per context, made as each context is read (its word n-grams are dropped at once: kept for
+    # every context they would be the largest thing in memory).
+    said: dict[str, list[set[int]]] = {"latest": [], "any": [], "people": [], "directors": []}
+    person, title = items.person_vocab, items.title_vocab
     last_names: dict[str, set[int]] = {}
     for name, k in items.person_vocab.items():
         if len(name.split()[-1]) >= 5:
@@ -267,20 +270,17 @@ def context_side(samples: Sequence[Sample], catalog: Catalog, items: ItemSide, u
         new[c] = 1.0 if WANTS_NEW.search(joined_seeker) else 0.0
         old[c] = 1.0 if WANTS_OLD.search(joined_seeker) else 0.0
         words = _words(" ".join(sample.context))
-        grams = _ngrams(words)
-        said["any"].append(set(words))
-        said["latest"].append(set(_words(" ".join(sample.context[-3:]))))
-        said["people"].append(grams)
+        said["any"].append({title[w] for w in words if w in title})
+        said["latest"].append({title[w] for w in _words(" ".join(sample.context[-3:])) if w in title})
+        said["people"].append({person[g] for g in _ngrams(words) if g in person})
         said["directors"].append({k for w in words for k in last_names.get(w, ()) if k in director_ids})
-    named = [{items.person_vocab[g] for g in grams if g in items.person_vocab} for grams in said["people"]]
-    people = _ones_at(named, len(items.person_vocab))
-    directors = _ones_at([cols | found for cols, found in zip(named, said["directors"])], len(items.person_vocab))
+    people = _ones_at(said["people"], len(person))
+    directors = _ones_at([cols | found for cols, found in zip(said["people"], said["directors"])], len(person))
     cited = [[catalog.column(i) for i in s.context_items if i in catalog] for s in samples]
     gold = ([[catalog.column(i) for i in s.targets if i in catalog] for s in samples] if use_gold
             else [[] for _ in samples])
     return ContextSide(fields["latest"], fields["recent"], fields["decay"], fields["any"], fields["system"],
-                       fields["neg"], _binary(said["latest"], items.title_vocab),
-                       _binary(said["any"], items.title_vocab),
+                       fields["neg"], _ones_at(said["latest"], len(title)), _ones_at(said["any"], len(title)),
                        people, directors, new, old, cited, gold)
 
 
