@@ -167,8 +167,10 @@ def plot(results: dict, path: Path, items: int) -> None:
     for stage in STAGES:
         left.plot(sizes, [results[str(n)][stage]["seconds"] for n in sizes], marker="o", label=stage)
         right.plot(sizes, [results[str(n)][stage]["peak_rss_mib"] for n in sizes], marker="o", label=stage)
-    left.plot(sizes, [results[str(sizes[0])]["score"]["seconds"] * n / sizes[0] for n in sizes], "k:",
-              label="linear (from score)")
+    score = [results[str(n)]["score"]["seconds"] for n in sizes]
+    if len(sizes) >= 2:  # what "linear" looks like on these axes: a fixed cost plus a cost per pair
+        fine = np.geomspace(sizes[0], sizes[-1], 50)
+        left.plot(fine, np.polyval(np.polyfit(sizes, score, 1), fine), "k:", label="score: a + b x pairs (fit)")
     for axis, title in ((left, "wall time per stage (s)"), (right, "peak RSS per stage process (MiB)")):
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -192,6 +194,7 @@ def table(results: dict) -> str:
     seconds = {s: [results[str(n)][s]["seconds"] for n in sizes] for s in STAGES}
     rows = {"time slope, all sizes": {s: slope(sizes, seconds[s]) for s in STAGES},
             "slope of the growing part": {s: growth_slope(sizes, seconds[s]) for s in STAGES},
+            "R^2 of time = a + b x pairs": {s: linear_r2(sizes, seconds[s]) for s in STAGES},
             "s per 10^5 pairs above the smallest": {s: marginal(sizes, seconds[s]) for s in STAGES},
             "MiB per 10^5 pairs above the smallest": {
                 s: marginal(sizes, [results[str(n)][s]["peak_rss_mib"] for n in sizes]) for s in STAGES}}
@@ -207,6 +210,14 @@ def growth_slope(sizes: list[int], values: list[float]) -> float | None:
     if len(grown) < 2 or any(v <= 0 for _, v in grown):
         return None
     return slope([n for n, _ in grown], [v for _, v in grown])
+
+
+def linear_r2(sizes: list[int], values: list[float]) -> float | None:
+    """R^2 of the least-squares line time = a + b x pairs (1.0: a fixed cost plus a linear one explain it all)."""
+    if len(sizes) < 3 or np.ptp(values) == 0:
+        return None
+    fit = np.polyval(np.polyfit(sizes, values, 1), sizes)
+    return float(1 - np.sum((np.asarray(values) - fit) ** 2) / np.sum((np.asarray(values) - np.mean(values)) ** 2))
 
 
 def marginal(sizes: list[int], values: list[float]) -> float | None:
