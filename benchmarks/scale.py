@@ -102,11 +102,11 @@ def run_one_stage(stage: str, run_root: Path, encoder: str | None) -> dict:
         from crs_core.training.data import load_training_data
         from crs_core.training.loop import train_stage
 
-        model, metrics = train_stage(config.train, load_training_data(run.root, "pretrain"), "pretrain",
-                                     seed=config.seed, name=f"pretrain-{time.time_ns()}")
+        data = load_training_data(run.root, "pretrain")
+        model, metrics = train_stage(config.train, data, "pretrain", seed=config.seed,
+                                     name=f"pretrain-{time.time_ns()}")
         model.save(run.path("models", "stage1"))
-        facts = {"train_contexts": len(load_training_data(run.root, "finetune").train),
-                 "samples_per_s": metrics["history"][-1]["samples_per_s"]}
+        facts = {"train_contexts": len(data.train), "samples_per_s": metrics["history"][-1]["samples_per_s"]}
     elif stage == "evaluate":
         from crs_core.evaluate import run_evaluate
 

@@ -145,9 +145,7 @@ class Config:
             raise ConfigError(f"train.alpha: {self.train.alpha} must be >= 0 (0 = no KL term)")
         from crs_core.models import TRAINABLE  # the registry of backbones (no torch import)
 
-        train_problems = self.train.problems(TRAINABLE)
-        if train_problems:
-            raise ConfigError("train." + "; train.".join(train_problems))
+        self.train.check(TRAINABLE)
         if self.train.backbone_params:
             from crs_core.models import check_backbone_params
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from crs_core.errors import ConfigError
+
 DATA_FORMATS = ("inspired", "redial", "jsonl")  # the published INSPIRED/ReDial files, or docs/data.md's JSONL
 DATA_DIR_ENV = "CRS_DATA_DIR"
 
@@ -180,8 +182,9 @@ class TrainConfig:
     # against its signature. Those above (model, max_length, ...) are set from train.* and cannot appear here.
     backbone_params: dict[str, Any] = field(default_factory=dict)
 
-    def problems(self, trainable_backbones: tuple[str, ...]) -> list[str]:
-        """What is wrong with these settings, one phrase per key (empty when they can train)."""
+    def check(self, trainable_backbones: tuple[str, ...]) -> None:
+        """One ConfigError listing what is wrong with these settings, one phrase per key (at load, and again
+        when a stage is trained from Python with a TrainConfig built by hand)."""
         found = []
         if self.backbone not in trainable_backbones:
             found.append(f"backbone: {self.backbone!r} is not a trainable backbone ({', '.join(trainable_backbones)})")
@@ -199,7 +202,8 @@ class TrainConfig:
             found.append(f"trainable_layers: {self.trainable_layers} must be >= 0 or null")
         if self.alpha < 0 or self.learning_rate <= 0 or self.cpus_per_worker < 0 or self.max_failures < 0:
             found.append("alpha, cpus_per_worker and max_failures must be >= 0 and learning_rate > 0")
-        return found
+        if found:
+            raise ConfigError("train." + "; train.".join(found))
 
 
 STRATEGIES = ("ddp", "deepspeed")  # ray.train.torch.prepare_model, or DeepSpeed with a ZeRO config file

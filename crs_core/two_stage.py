@@ -9,6 +9,7 @@ any synthetic-label file, so ablations (e.g. self-distillation labels) train thr
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 from crs_core.artifacts import RunDir, fingerprint
@@ -35,8 +36,6 @@ def backbone_params(config: Config) -> dict[str, Any]:
     """The backbone's own constructor arguments: `train.backbone_params`, and for a backbone that takes a
     `kg_dir` (UniCRS's RGCN) the dataset's KG folder unless set there (absolute: Ray workers run in another
     directory); a dataset without a `kg/` folder gets the graph the backbone builds from the catalog."""
-    import inspect
-
     from crs_core.models import model_class
 
     params = dict(config.train.backbone_params)

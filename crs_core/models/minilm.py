@@ -126,6 +126,7 @@ class MiniLMRecommender(TorchRecommender):
         self.tokenizer: Any = None
         self._head: dict[str, np.ndarray] | None = None  # set by _set_state before `load` builds the module
         self._vectors: dict[str, torch.Tensor] = {}  # context text -> frozen encoder vector (trainable_layers=0)
+        self._identity: str | None = None  # the frozen encoder's identity, hashed once (not once per batch)
 
     # --- building -------------------------------------------------------------------------------
 
@@ -150,7 +151,7 @@ class MiniLMRecommender(TorchRecommender):
                 head: dict[str, np.ndarray] | None = None) -> None:
         tokenizer.truncation_side = "left"  # keep the newest turns
         self.tokenizer = tokenizer
-        self._vectors = {}  # vectors of another encoder are stale
+        self._vectors, self._identity = {}, None  # vectors of another encoder are stale
         tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in (head or {}).items()}
         self.module = ContextItemModule(encoder.float(), tensors.get("item_matrix", item_matrix),
                                         tensors.get("item_bias"), tensors.get("log_scale"))
@@ -246,8 +247,11 @@ class MiniLMRecommender(TorchRecommender):
         return torch.stack([self._vectors[t] for t in texts])
 
     def _encoder_identity(self) -> str:
+        """Hashed on first use after `_attach`: only a frozen encoder's vectors are cached, and it never changes."""
         assert self.module is not None
-        return encoder_identity(self.module.encoder, self.tokenizer, self.max_length)
+        if self._identity is None:
+            self._identity = encoder_identity(self.module.encoder, self.tokenizer, self.max_length)
+        return self._identity
 
     # --- persistence ----------------------------------------------------------------------------
 

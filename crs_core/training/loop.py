@@ -213,13 +213,6 @@ def train_func(config: dict[str, Any]) -> list[dict[str, float]]:
 
 # --- the driver side --------------------------------------------------------------------------------
 
-def check_train_config(config: TrainConfig) -> None:
-    """The train section's problems as one ConfigError (Config.validate runs the same check at load)."""
-    problems = config.problems(TRAINABLE)
-    if problems:
-        raise ConfigError("train." + "; train.".join(problems))
-
-
 def ray_log_level() -> str:
     """Ray Train's console level follows Ray's own (`RAY_LOGGER_LEVEL`, which `crs --log-level` sets), so its
     per-checkpoint and worker-group INFO lines stay out of a stage's output unless asked for."""
@@ -261,7 +254,7 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
     """
     from ray.train import Checkpoint
 
-    check_train_config(train_config)
+    train_config.check(TRAINABLE)
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     alpha = train_config.alpha if stage == "finetune" else 0.0
