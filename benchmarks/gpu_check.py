@@ -180,7 +180,7 @@ def _bench_helpers():
 def scoring_pairs(run_dir: Path, contexts: int, candidates: int, seed: int) -> tuple[list[str], list[str]]:
     """(context, item text) per pair: seeded random train contexts, each with `candidates` random catalog items,
     one context's pairs consecutive (as a row of the score stage)."""
-    from crs_core.prepare import load_prepared
+    from crs_core.data.prepared import load_prepared
     from crs_core.text import item_text, render_context
 
     data = load_prepared(run_dir)
@@ -280,8 +280,8 @@ def measure_prefix(run_dir: Path, size: dict) -> dict:
 
 def measure_embedding(run_dir: Path, size: dict) -> dict:
     from crs_core.config import ActorPoolConfig, EncoderConfig
-    from crs_core.embed import embed_in_process
     from crs_core.encoders import KINDS, build_encoder
+    from crs_core.stages.embed import embed_in_process
 
     _, throughput = _bench_helpers()
     pairs = throughput._texts(run_dir, size["texts"])
@@ -316,7 +316,7 @@ def measure_deepspeed(run_dir: Path, size: dict) -> dict:
     import ray
 
     from crs_core.config import TrainConfig
-    from crs_core.prepare import load_prepared
+    from crs_core.data.prepared import load_prepared
     from crs_core.training.data import TrainingData
     from crs_core.training.loop import train_stage
 

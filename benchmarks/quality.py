@@ -91,7 +91,7 @@ def trained_variants(config, run, data, per_context: int, teachers: list[str],
     wall time (s) to `wall[variant]`."""
     from crs_core.artifacts import write_table
     from crs_core.schema import SYNTHETIC_SCHEMA
-    from crs_core.two_stage import train_augmented, train_baseline
+    from crs_core.stages.train import train_augmented, train_baseline
 
     start = time.perf_counter()
     baseline, _ = train_baseline(config, run)
@@ -119,7 +119,7 @@ class Measurements:
         self.simulated: dict[str, list[dict]] = {}
 
     def add(self, name: str, model) -> None:
-        from crs_core.simulate import SavedModelRanker
+        from crs_core.stages.simulate import SavedModelRanker
 
         result, hits = evaluate(model, self.data, self.config)
         pairs = {variant: h["pairs"] for variant, h in hits.items()}
@@ -134,9 +134,11 @@ class Measurements:
 
     def add_zero_shot(self) -> str:
         """The zero-shot LLM recommender's row (and simulation), measured once; returns the note shown with it."""
-        from crs_core.zero_shot import ZERO_SHOT_NAME, run_zero_shot
+        from crs_core.artifacts import RunDir
+        from crs_core.stages.zero_shot import ZERO_SHOT_NAME, ZeroShot
 
-        result, summary = run_zero_shot(self.config, split="test")
+        figures = ZeroShot(split="test").run(self.config, RunDir(self.config.run_dir()))
+        result, summary = figures["result"], figures["summary"]
         self.rows[ZERO_SHOT_NAME] = [result]
         if self.simulation is not None:
             with self.simulation.zero_shot() as recommender:
@@ -169,7 +171,7 @@ def augment_with_teacher(load, run, teacher: str) -> dict:
     synthetic-<teacher>.parquet; returns its label expansion and which model(s) and prompt(s) taught."""
     from crs_core.artifacts import RunDir, read_table
     from crs_core.schema import SYNTHETIC_SCHEMA, TEACHER_SCHEMA
-    from crs_core.synthesize import expansion
+    from crs_core.stages.synthesize import expansion
     from rayjobs.augment import run_augment
 
     config = load([f"teacher.kind={teacher}"], suffix=f"-{teacher}")
@@ -226,12 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     from crs_core.artifacts import RunDir
-    from crs_core.baselines import run_baselines
     from crs_core.config import load_config
+    from crs_core.data.prepared import load_prepared
     from crs_core.errors import CRSError
     from crs_core.models import load_model
-    from crs_core.prepare import load_prepared
-    from crs_core.simulate import open_simulation
+    from crs_core.stages.baselines import STAGE as BASELINES_STAGE
+    from crs_core.stages.simulate import open_simulation
     from rayjobs.augment import run_augment
     from rayjobs.common import init_ray
 
@@ -259,7 +261,7 @@ def main() -> None:
     run_augment(config, stages=SHARED_STAGES[1:])  # prepare, embed, retrieve; reused when current
     run = RunDir(config.run_dir())
     augmented = {t: augment_with_teacher(load, run, t) for t in teachers}
-    baselines = run_baselines(config)
+    baselines = BASELINES_STAGE.run(config, run)["models"]
     init_ray(config)
     data = load_prepared(run.root)
     per_context = _per_context(augmented[teachers[0]]["expansion"]) if teachers else 1

@@ -8,11 +8,11 @@ the feature student's vocabulary, top-50 candidates per train context, 2,000 tea
 prepared run, and the REAL stage code runs on it, each stage in a fresh Python process so that its peak memory
 is its own:
 - distill:    the offline profile's student (features, 5-fold grouped) on the 2,000 judgments (the same at every size)
-- score:      `crs_core.score.run_score`, every (train context, candidate) pair
-- synthesize: `crs_core.synthesize.run_synthesize` at tau 3 (with the tau curve and the score figure)
+- score:      `crs_core.stages.score`, every (train context, candidate) pair
+- synthesize: `crs_core.stages.synthesize` at tau 3 (with the tau curve and the score figure)
 - train:      stage 1 on the synthetic labels (`crs_core.training.loop.train_stage`, runner local, one epoch,
               frozen encoder + item head as in the offline profile; validation on 200 fixed contexts)
-- evaluate:   `crs_core.evaluate.run_evaluate` of the stage-1 model on 500 fixed test contexts (full catalog)
+- evaluate:   `crs_core.stages.evaluate` of the stage-1 model on 500 fixed test contexts (full catalog)
 
 The encoder is a seeded 2-layer, 64-wide BERT (`--encoder tiny`) by default: its cost per context is a constant
 factor that benchmarks/throughput.py measures for MiniLM, while this curve looks for what grows faster than the
@@ -84,19 +84,19 @@ def run_one_stage(stage: str, run_root: Path, encoder: str | None) -> dict:
     config, run = scale_config(run_root, encoder), RunDir(run_root)
     started = time.perf_counter()
     if stage == "distill":
-        from crs_core.score import ensure_student
+        from crs_core.stages.distill import STAGE
 
-        _, summary = ensure_student(config, run, force=True)
+        summary = STAGE.run(config, run, force=True)
         facts = {"spearman_oof": summary["holdout_spearman"], "judged_pairs": summary["train_pairs"]}
     elif stage == "score":
-        from crs_core.score import run_score
+        from crs_core.stages.score import STAGE
 
-        summary = run_score(config, run)
+        summary = STAGE.run(config, run)
         facts = {"pairs": summary["pairs"], "contexts": summary["contexts"]}
     elif stage == "synthesize":
-        from crs_core.synthesize import run_synthesize
+        from crs_core.stages.synthesize import STAGE
 
-        summary = run_synthesize(config, run, force=True)
+        summary = STAGE.run(config, run, force=True)
         facts = {"labels": summary["original_labels"], "synthetic_labels": summary["synthetic_labels"]}
     elif stage == "train":
         from crs_core.training.data import load_training_data
@@ -108,9 +108,9 @@ def run_one_stage(stage: str, run_root: Path, encoder: str | None) -> dict:
         model.save(run.path("models", "stage1"))
         facts = {"train_contexts": len(data.train), "samples_per_s": metrics["history"][-1]["samples_per_s"]}
     elif stage == "evaluate":
-        from crs_core.evaluate import run_evaluate
+        from crs_core.stages.evaluate import Evaluate
 
-        result = run_evaluate(config, models=["stage1"])["stage1"]
+        result = Evaluate(models=["stage1"], figure=False).run(config, run)["results"]["stage1"]
         facts = {"test_pairs": result["removed"]["n"], "recall@50": result["removed"]["recall@50"]}
     else:
         raise ValueError(f"unknown stage {stage!r}")
@@ -130,8 +130,8 @@ def _rss_mib() -> float:
 
 def child_main(args: argparse.Namespace) -> None:
     """`--stage`: one stage in this fresh process; prints one JSON line with time and memory."""
-    import crs_core.evaluate  # noqa: F401  the heavy imports (torch, transformers, sklearn) before the baseline
-    import crs_core.score  # noqa: F401
+    import crs_core.stages.evaluate  # noqa: F401  the heavy imports (torch, transformers, sklearn) before the baseline
+    import crs_core.stages.score  # noqa: F401
     import crs_core.training.loop  # noqa: F401
 
     baseline = _rss_mib()

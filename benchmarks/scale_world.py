@@ -19,22 +19,23 @@ import numpy as np
 import pyarrow as pa
 
 from crs_core.artifacts import RunDir, write_table
-from crs_core.embed import embeddings_table
-from crs_core.prepare import ITEM_SETS_SCHEMA
-from crs_core.retrieval import top_k_rows
 from crs_core.schema import (
     CANDIDATES_SCHEMA,
     EMBEDDINGS_SCHEMA,
+    ITEM_SETS_SCHEMA,
     ITEMS_SCHEMA,
     RECOMMENDER,
     SAMPLES_SCHEMA,
     SEEKER,
+    SPLITS,
     TEACHER_SCHEMA,
     Item,
     Sample,
     items_to_table,
     samples_to_table,
 )
+from crs_core.stages.embed import embeddings_table
+from crs_core.stages.retrieve import top_k_rows
 
 GENRES = {  # genre -> the words a plot or a seeker uses for it (each matches the feature student's topic rules)
     "action": "action-packed", "adventure": "adventure", "animation": "animated", "biography": "true story",
@@ -56,7 +57,6 @@ TEACHER_CONTEXTS, TEACHER_PAIRS_PER_CONTEXT = 200, 10
 VALID_CONTEXTS, TEST_CONTEXTS = 200, 500
 DIM = 384  # MiniLM's width: the feature student's item vectors have the embed stage's shape
 GENRE_LIST = list(GENRES)
-SPLITS = ("train", "valid", "test")
 
 
 def _person(rng: np.random.Generator) -> str:

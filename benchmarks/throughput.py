@@ -43,8 +43,8 @@ def _timed(fn):
 
 def _texts(run_dir: Path, n: int) -> list[tuple[str, str]]:
     """(kind, text) pairs: catalog descriptions and dialogue contexts, as the embed stage sees them."""
-    from crs_core.embed import embedding_texts
-    from crs_core.prepare import load_prepared
+    from crs_core.data.prepared import load_prepared
+    from crs_core.stages.embed import embedding_texts
 
     table = embedding_texts(load_prepared(run_dir))
     rows = list(zip(table.column("kind").to_pylist(), table.column("text").to_pylist()))
@@ -60,8 +60,8 @@ def bench_embedding(run_dir: Path, n: int) -> dict:
     import torch
 
     from crs_core.config import ActorPoolConfig, EncoderConfig
-    from crs_core.embed import TEXTS_SCHEMA, embed_in_process, embed_with_ray
     from crs_core.encoders import KINDS, build_encoder
+    from crs_core.stages.embed import TEXTS_SCHEMA, embed_in_process, embed_with_ray
 
     pairs = _texts(run_dir, n)
     config = EncoderConfig(max_length=256)
@@ -100,7 +100,7 @@ def bench_retrieval() -> dict:
     sys.path.insert(0, str(HERE))
     from retrieval import numpy_top_k, unit_rows
 
-    from crs_core.retrieval import top_k_inner_product
+    from crs_core.stages.retrieve import top_k_inner_product
 
     rng = np.random.default_rng(0)
     queries, items = unit_rows(rng, 10_000, 384), unit_rows(rng, 6_576, 384)
@@ -134,8 +134,8 @@ def bench_scoring(run_dir: Path, contexts: int, candidates: int) -> dict:
     sample of train contexts, candidates the first catalog items after each context's index."""
     import torch
 
-    from crs_core.prepare import load_prepared
-    from crs_core.score import score_one_pair_at_a_time, score_rows
+    from crs_core.data.prepared import load_prepared
+    from crs_core.stages.score import score_one_pair_at_a_time, score_rows
     from crs_core.text import item_text, render_context
 
     torch.set_num_threads(2)
@@ -212,7 +212,7 @@ def bench_training(run_dir: Path, contexts: int, batch_sizes: list[int]) -> dict
     import ray
 
     from crs_core.config import TrainConfig
-    from crs_core.prepare import load_prepared
+    from crs_core.data.prepared import load_prepared
     from crs_core.training.data import TrainingData
     from crs_core.training.loop import train_stage
 

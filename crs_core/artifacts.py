@@ -144,7 +144,15 @@ class RunDir:
         saved = json.loads(record.read_text())
         return saved.get("fingerprint") == fp and all(self.path(o).exists() for o in outputs)
 
-    def mark_done(self, stage: str, fp: str, outputs: Iterable[str], summary: dict) -> None:
+    def recorded_fingerprint(self, stage: str) -> str:
+        """The fingerprint `stage` last ran with: a later stage's setting when that stage's product (a trained
+        model, say) is a folder of files rather than one input file."""
+        record = self.stage_record(stage)
+        if not record.exists():
+            raise DataError(record, f"stage {stage} has not run here yet: run it first")
+        return json.loads(record.read_text())["fingerprint"]
+
+    def mark_done(self, stage: str, fp: str | None, outputs: Iterable[str], summary: dict) -> None:
         write_json(self.stage_record(stage), {"fingerprint": fp, "outputs": list(outputs), "summary": summary})
 
     def summary(self, stage: str) -> dict:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import pyarrow as pa
 
+SPLITS = ("train", "valid", "test")
+
 ITEMS_SCHEMA = pa.schema(
     [
         pa.field("item_id", pa.int64(), nullable=False),
@@ -35,6 +37,9 @@ SAMPLES_SCHEMA = pa.schema(
         pa.field("targets", pa.list_(pa.int64()), nullable=False),
     ]
 )
+
+ITEM_SETS_SCHEMA = pa.schema([pa.field("dialog_id", pa.string(), False),
+                              pa.field("items", pa.list_(pa.int64()), False)])
 
 # Augmentation artifacts (docs/architecture.md). Each is keyed by (sample_id[, item_id]).
 EMBEDDINGS_SCHEMA = pa.schema(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from crs_core.baselines import run_baselines
-from crs_core.prepare import prepare
 from rayjobs.common import add_common_arguments, run_entry
+from rayjobs.runner import run_stages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,9 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def body(config, args) -> None:
-    prepare(config)
-    names = run_baselines(config, force=args.force)
-    print(f"saved models: {', '.join(names)} in {config.run_dir() / 'models'}")
+    run_stages(config, ["prepare"])
+    run_stages(config, ["baselines"], force=args.force)
 
 
 def main(argv: list[str] | None = None) -> int:

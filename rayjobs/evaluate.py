@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from crs_core.artifacts import RunDir
 from crs_core.errors import CRSError
-from crs_core.evaluate import results_figure, run_evaluate
 from crs_core.evaluation import format_table
+from crs_core.stages.evaluate import Evaluate, saved_models
 from rayjobs.common import add_common_arguments, run_entry
 
 
@@ -37,14 +38,13 @@ def parse_predictions(values: list[str]) -> dict[str, Path]:
 
 
 def body(config, args) -> None:
-    models = args.models.split(",") if args.models else None
-    results = run_evaluate(config, models=models, predictions=parse_predictions(args.predictions), split=args.split,
-                           figure=True)
+    run = RunDir(config.run_dir())
+    models = args.models.split(",") if args.models else saved_models(run)
+    stage = Evaluate(models=models, predictions=parse_predictions(args.predictions), split=args.split)
+    summary = stage.run(config, run)
     print(f"{config.dataset} {args.split} (FNSCRS protocol; metrics in %)")
-    print(format_table(list(results.items())))
-    print(f"written: {config.run_dir() / 'metrics.json'}")
-    print(f"figure: {config.run_dir() / results_figure(args.split)} "
-          f"(removed variant, 95% bootstrap CI over {args.split} pairs)")
+    print(format_table(list(summary["results"].items())))
+    print("\n".join(summary.lines))
 
 
 def main(argv: list[str] | None = None) -> int:

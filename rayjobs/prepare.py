@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from crs_core.prepare import format_summary, prepare
 from rayjobs.common import add_common_arguments, run_entry
+from rayjobs.runner import run_stages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,9 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def body(config, args) -> None:
-    summary = prepare(config, force=args.force)
-    print(format_summary(summary))
-    print(f"run directory: {config.run_dir()}" + (" (unchanged, reused)" if summary["skipped"] else ""))
+    run_stages(config, ["prepare"], force=args.force)
+    print(f"run directory: {config.run_dir()}")
 
 
 def main(argv: list[str] | None = None) -> int:

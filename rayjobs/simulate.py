@@ -23,17 +23,12 @@ import dataclasses
 from crs_core.artifacts import RunDir
 from crs_core.config import Config, SimulateConfig, ZeroShotConfig
 from crs_core.errors import ConfigError
-from crs_core.evaluate import saved_models
 from crs_core.evaluation import format_table
-from crs_core.prepare import prepare
-from crs_core.simulate import (
-    SIMULATE_FILE,
-    format_seeker_summary,
-    format_turn_table,
-    run_simulate,
-)
-from crs_core.zero_shot import ZERO_SHOT_NAME, format_summary, run_zero_shot
+from crs_core.stages.evaluate import saved_models
+from crs_core.stages.simulate import Simulate
+from crs_core.stages.zero_shot import ZERO_SHOT_NAME, ZeroShot
 from rayjobs.common import add_common_arguments, run_entry
+from rayjobs.runner import run_stages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,26 +85,17 @@ def with_flags(config: Config, args: argparse.Namespace) -> Config:
 
 def body(config: Config, args: argparse.Namespace) -> None:
     config = with_flags(config, args)
-    prepare(config)
+    run_stages(config, ["prepare"])
+    run = RunDir(config.run_dir())
     if args.zero_shot:
-        result, summary = run_zero_shot(config, split=args.split)
+        summary = ZeroShot(split=args.split).run(config, run)
         print(f"{config.dataset} {args.split} (FNSCRS protocol; metrics in %)")
-        print(format_table([(ZERO_SHOT_NAME, result)]))
-        print(format_summary(summary))
+        print(format_table([(ZERO_SHOT_NAME, summary["result"])]))
+        print("\n".join(summary.lines))
         print(f"written: {config.run_dir() / 'metrics.json'}")
     if args.models or not args.zero_shot:
-        models = args.models.split(",") if args.models else saved_models(RunDir(config.run_dir()))
-        print_simulation(config, run_simulate(config, models))
-
-
-def print_simulation(config: Config, report: dict) -> None:
-    """The per-turn table and the seeker's summary of a simulate.json report (also printed by `crs run`)."""
-    print(f"\n{config.dataset} test, {len(report['samples'])} simulated dialogues, seeker {report['seeker_model']} "
-          f"(prompt {report['seeker_prompt_version']}); cumulative recall in % after N seeker turns")
-    print("(a small local seeker such as SmolLM2-135M measures the harness, not the recommenders)")
-    print(format_turn_table(report["models"]))
-    print(format_seeker_summary(report["models"]))
-    print(f"written: {config.run_dir() / SIMULATE_FILE}")
+        models = args.models.split(",") if args.models else saved_models(run)
+        print("\n".join(Simulate(models).run(config, run).lines))
 
 
 def main(argv: list[str] | None = None) -> int:

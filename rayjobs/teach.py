@@ -3,21 +3,19 @@
 Without flags it runs the teach stage as `crs augment --stages teach` does (after prepare; the LLM and KG
 teachers need the candidates of `retrieve`). With `--export-batch FILE` it writes the LLM teacher's
 requests for the OpenAI Batch API instead of sending them; `--import-batch FILE` reads the batch's output
-(and error) files back into teacher.parquet, after which `crs augment` goes on from `score`. Both need the
+(and error) files back into teacher.parquet, after which `crs augment` goes on from `distill`. Both need the
 same settings (teacher.kind openai, model, prompt, contexts, seed) as the run that uses the labels.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from crs_core.artifacts import RunDir
 from crs_core.errors import CRSError
-from crs_core.prepare import prepare
 from rayjobs.common import add_common_arguments, run_entry
-from rayjobs.report import print_stage_start, print_stage_summary
+from rayjobs.runner import run_stages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def body(config, args) -> None:
-    from crs_core.teach import export_batch, import_batch, run_teach
+    from crs_core.stages.teach import STAGE, export_batch, import_batch
 
     if args.export_batch and args.import_batch:
         raise CRSError("--export-batch and --import-batch: use one at a time (export, run the batch, then import)")
-    prepare(config)
+    run_stages(config, ["prepare"])
     run = RunDir(config.run_dir())
-    start = time.perf_counter()
     if args.export_batch:
         s = export_batch(config, run, args.export_batch)
         print(f"wrote {s['requests']} requests to {s['path']} ({s['pairs']} pairs over {s['contexts']} contexts, "
@@ -46,13 +43,11 @@ def body(config, args) -> None:
         print("submit it with purpose=batch and endpoint /v1/chat/completions, then run "
               "`crs teach --import-batch OUTPUT_FILE` with the same settings")
         return
-    print_stage_start("teach", config)
     if args.import_batch:
-        summary = import_batch(config, run, args.import_batch)
+        print(f"\n{STAGE.announce(config)}", flush=True)
+        print(import_batch(config, run, args.import_batch))
     else:
-        summary = run_teach(config, run, force=args.force)
-    summary.setdefault("wall_s", round(time.perf_counter() - start, 1))
-    print_stage_summary("teach", summary, config)
+        run_stages(config, [STAGE], force=args.force)
 
 
 def main(argv: list[str] | None = None) -> int:

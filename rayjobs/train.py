@@ -2,21 +2,18 @@
 
 Needs the synthetic labels of `crs augment`. Trains the backbone (`train.backbone`) once without
 augmentation and once with it (stage 1 on synthetic labels, stage 2 with alpha * KL to stage 1), saves
-both under models/, then evaluates them with the baselines (Popularity, EASE) on the test split.
+both under models/, then evaluates every saved model (with the baselines, Popularity and EASE) on test.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 from crs_core.artifacts import RunDir
-from crs_core.baselines import run_baselines
-from crs_core.evaluate import results_figure, run_evaluate
 from crs_core.evaluation import format_table
-from crs_core.prepare import prepare
-from rayjobs.common import add_common_arguments, init_ray, run_entry
-from rayjobs.report import format_train, print_stage_start, stage_end_header
+from crs_core.stages.evaluate import Evaluate, saved_models
+from rayjobs.common import add_common_arguments, run_entry
+from rayjobs.runner import run_stages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,20 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def body(config, args) -> None:
-    from crs_core.two_stage import run_two_stage
-
-    prepare(config)
-    run_baselines(config)
-    print_stage_start("train", config)
-    start = time.perf_counter()
-    init_ray(config)
-    summary = run_two_stage(config, RunDir(config.run_dir()), force=args.force)
-    print(stage_end_header("train", round(time.perf_counter() - start, 1), bool(summary.get("skipped"))))
-    print("\n".join(format_train(summary)))
-    results = run_evaluate(config, split="test", figure=True)
+    run_stages(config, ["prepare", "baselines"])
+    run_stages(config, ["train"], force=args.force)
+    evaluated = run_stages(config, [Evaluate(models=saved_models(RunDir(config.run_dir())))])["evaluate"]
     print(f"\n{config.data.label or config.dataset} test (FNSCRS protocol; metrics in %)")
-    print(format_table(list(results.items())))
-    print(f"figure: {config.run_dir() / results_figure('test')} (removed variant, 95% bootstrap CI over test pairs)")
+    print(format_table(list(evaluated["results"].items())))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,14 +9,13 @@ the same command resumes an interrupted sweep. Watch it live in the Ray dashboar
 from __future__ import annotations
 
 import argparse
-import time
 
 from crs_core.artifacts import RunDir
-from crs_core.evaluate import run_evaluate
 from crs_core.evaluation import format_table
+from crs_core.stages.evaluate import Evaluate
 from rayjobs.augment import run_augment
-from rayjobs.common import add_common_arguments, init_ray, run_entry
-from rayjobs.report import print_stage_start, stage_end_header
+from rayjobs.common import add_common_arguments, run_entry
+from rayjobs.runner import run_stages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,33 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def format_sweep(best: dict) -> list[str]:
-    lines = [f"{'alpha':>6} {'tau':>5} {'lr':>8} {'epochs':>6} {'best':>5} {'valid R@50':>10} {'valid R@10':>10}"]
-    for r in best["trials"]:
-        lines.append(f"{r['alpha']:>6g} {r['tau']:>5g} {r['learning_rate']:>8.0e} {r['epochs_run']:>6} "
-                     f"{r['best_epoch']:>5} {100 * r['valid_recall@50']:>9.2f}% {100 * r['valid_recall@10']:>9.2f}%")
-    exp = best["expansion"]
-    lines.append(f"best: alpha {best['alpha']:g}, tau {best['tau']:g}, lr {best['learning_rate']:g} "
-                 f"(valid R@50 {100 * best['valid_recall@50']:.2f}% at epoch {best['best_epoch']}; "
-                 f"labels {exp['original_labels']:,} -> {exp['synthetic_labels']:,} at this tau)")
-    return lines
-
-
 def body(config, args) -> None:
-    from crs_core.tune import BEST_FILE, PLOT_FILE, TUNE_DIR, run_tune, tuned_model_name
+    from crs_core.stages.tune import BEST_FILE, PLOT_FILE, TUNE_DIR, Tune, tuned_model_name
 
     run_augment(config, force=args.force)
-    init_ray(config)
-    run = RunDir(config.run_dir())
-    print_stage_start("tune", config)
-    start = time.perf_counter()
-    best = run_tune(config, run, force=args.force)
-    print(stage_end_header("tune", round(time.perf_counter() - start, 1))
-          + " (stage 2 per trial; trials stopped early by ASHA ran fewer epochs)")
-    print("\n".join(format_sweep(best)))
-    results = run_evaluate(config, models=[tuned_model_name(config)], split="test")
+    best = run_stages(config, [Tune(fresh=args.force)])["tune"]
+    evaluated = run_stages(config, [Evaluate(models=[tuned_model_name(config)], figure=False)])["evaluate"]
     print(f"\n{config.dataset} test, best configuration (FNSCRS protocol; metrics in %)")
-    print(format_table(list(results.items())))
+    print(format_table(list(evaluated["results"].items())))
+    run = RunDir(config.run_dir())
     print(f"written: {run.path(TUNE_DIR, BEST_FILE)}, {run.path(TUNE_DIR, PLOT_FILE)}; "
           f"TensorBoard: tensorboard --logdir {best['experiment']}")
 

@@ -211,9 +211,9 @@ def teacher_sets(server: FaultServer, **settings) -> list[str]:
 TEACH_PROCESS = """import sys
 from crs_core.artifacts import RunDir
 from crs_core.config import load_config
-from crs_core.teach import run_teach
+from crs_core.stages.teach import STAGE as TEACH
 config = load_config(overrides=sys.argv[1:])
-run_teach(config, RunDir(config.run_dir()))
+TEACH.run(config, RunDir(config.run_dir()))
 """
 
 # `python -c BIG_WRITE <target>`: write_table of a 200 MB table that does not compress.

@@ -7,7 +7,8 @@ from llm_server import ScriptedServer
 from tiny_data import TINY_AUGMENT, make_inspired
 
 from crs_core.config import load_config
-from rayjobs.augment import STAGES, run_augment
+from crs_core.stages import AUGMENT as STAGES
+from rayjobs.augment import run_augment
 
 
 def test_augment_runs_every_stage_then_resumes(tmp_path, ray_local, capsys):
@@ -30,11 +31,11 @@ def test_augment_runs_every_stage_then_resumes(tmp_path, ray_local, capsys):
     assert all(row["targets"][: len(row["targets"]) - len(row["synthetic"])] for row in synthetic)
 
     again = run_augment(config)
-    assert all(again[stage]["skipped"] for stage in STAGES)
+    assert all(again[stage].reused for stage in STAGES)
     raised = load_config(overrides=[*TINY_AUGMENT, "synthesize.threshold=4.0"], base={
         "dataset": "inspired", "data_dir": str(data), "runs_dir": str(tmp_path / "runs")})
     rerun = run_augment(raised, stages=("score", "synthesize"))
-    assert rerun["score"]["skipped"] and not rerun["synthesize"]["skipped"]
+    assert rerun["score"].reused and not rerun["synthesize"].reused
 
 
 def test_crs_run_runs_the_whole_pipeline_and_prints_one_table(tmp_path, ray_local, capsys):

@@ -7,8 +7,8 @@ import json
 import pytest
 from tiny_data import make_inspired
 
+from crs_core.data.prepared import load_prepared
 from crs_core.evaluation import evaluate_rankings, write_predictions
-from crs_core.prepare import load_prepared
 from rayjobs.cli import main
 
 

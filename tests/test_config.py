@@ -166,7 +166,7 @@ def test_backbone_params_are_checked_against_the_constructor_at_load(overrides, 
 
 
 def test_backbone_params_reach_the_backbone_and_layers_add_keys(tmp_path):
-    from crs_core.two_stage import backbone_params
+    from crs_core.stages.train import backbone_params
 
     layer = tmp_path / "unicrs.yaml"
     layer.write_text("train:\n  backbone: unicrs\n  backbone_params:\n    n_prefix: 4\n")

@@ -71,7 +71,7 @@ def test_version_is_the_package_version(flag, capsys):
 
 def test_own_loggers_at_the_level_third_party_from_warning(clean_console):
     console.configure_console("INFO", interactive=False)
-    assert logging.getLogger("crs_core.teach").isEnabledFor(logging.INFO)
+    assert logging.getLogger("crs_core.stages.teach").isEnabledFor(logging.INFO)
     assert not logging.getLogger("faiss.loader").isEnabledFor(logging.INFO)  # "Could not load library ..."
     assert logging.getLogger("faiss.loader").isEnabledFor(logging.WARNING)
     assert os.environ["RAY_LOGGER_LEVEL"] == "warning"
@@ -79,7 +79,7 @@ def test_own_loggers_at_the_level_third_party_from_warning(clean_console):
     assert os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] == "0"  # a Ray Train worker's print() came out twice
 
     console.configure_console("ERROR", interactive=True)
-    assert not logging.getLogger("crs_core.teach").isEnabledFor(logging.WARNING)
+    assert not logging.getLogger("crs_core.stages.teach").isEnabledFor(logging.WARNING)
     assert not logging.getLogger("faiss.loader").isEnabledFor(logging.WARNING)
     console.configure_console("DEBUG", interactive=True)
     assert logging.getLogger("rayjobs.common").isEnabledFor(logging.DEBUG)

@@ -11,10 +11,11 @@ from tiny_data import DIALOGUE, make_inspired, write_jsonl
 from crs_core.config import load_config
 from crs_core.data.dialogue import Dialogue, Turn, build_samples
 from crs_core.data.kg import KnowledgeGraph, normalize_title
+from crs_core.data.prepared import load_prepared
 from crs_core.data.redial import MentionResolver, load_original, render
 from crs_core.errors import DataError
-from crs_core.prepare import load_prepared, prepare
 from crs_core.schema import RECOMMENDER, SEEKER
+from crs_core.stages import run_stage
 from crs_core.text import render_context
 
 
@@ -109,7 +110,7 @@ def tiny_config(tmp_path):
 
 def test_prepare_tiny_inspired_counts_and_reuse(tmp_path):
     config = tiny_config(tmp_path)
-    summary = prepare(config)
+    summary = run_stage("prepare", config)
     assert summary["items"] == 4
     train = summary["splits"]["train"]
     # dialogue 1: turn 2 -> targets {Aliens} (Alien repeated, dropped), turn 4 -> {Heat}; dialogue 2: turn 2 only
@@ -117,7 +118,7 @@ def test_prepare_tiny_inspired_counts_and_reuse(tmp_path):
     assert train["mentions"]["unmapped"] == 1  # Star Wars is not in the catalog
     test = summary["splits"]["test"]
     assert (test["samples"], test["pairs"], test["pairs_not_repeated"]) == (2, 3, 2)
-    assert prepare(config)["skipped"] is True
+    assert run_stage("prepare", config).reused is True
     data = load_prepared(config.run_dir())
     assert [s.targets for s in data.samples["test"]] == [(1, 0), (2,)]
     assert "Genres: horror, action." in data.catalog.get(1).description
@@ -137,7 +138,7 @@ def test_prepare_reads_valid_test_from_the_cfcrs_annotations(tmp_path):
         cfcrs_turn("RECOMMENDER", "Aliens! Aliens is great. Or Alien, or Star Wars",
                    ["Aliens (1986)", "Aliens (1986)", "Alien (1979)", "Star Wars (1977)"], ["James Cameron"]),
     ]}])
-    summary = prepare(config)
+    summary = run_stage("prepare", config)
     # the annotation's labels, repeats kept; Star Wars is no KG entity: unmapped
     assert summary["splits"]["test"]["source"] == "inspired/cfcrs/test_data.jsonl"
     assert summary["splits"]["valid"]["source"] == "inspired/unicrs/valid_data_dbpedia.jsonl"  # no CFCRS copy
@@ -147,7 +148,7 @@ def test_prepare_reads_valid_test_from_the_cfcrs_annotations(tmp_path):
     assert summary["splits"]["test"]["mentions"]["unmapped"] == 1
     write_jsonl(cfcrs, [{"dialog_id": "d1.pkl", "dialog": [cfcrs_turn("SEEKER", "hi", [7])]}])
     with pytest.raises(DataError) as info:
-        prepare(config)
+        run_stage("prepare", config)
     assert all(part in str(info.value) for part in ("test_data.jsonl", "line 1", "dialog[0].movie"))
 
 
@@ -177,7 +178,7 @@ def test_broken_input_names_file_line_and_field_and_writes_nothing(tmp_path, bre
     config = tiny_config(tmp_path)
     breakage(tmp_path / "data")
     with pytest.raises(DataError) as info:
-        prepare(config)
+        run_stage("prepare", config)
     for fragment in expected:
         assert fragment in str(info.value)
     assert not (config.run_dir() / "items.parquet").exists()
@@ -186,11 +187,11 @@ def test_broken_input_names_file_line_and_field_and_writes_nothing(tmp_path, bre
 
 def test_broken_input_after_a_good_run_keeps_the_good_artifacts(tmp_path):
     config = tiny_config(tmp_path)
-    prepare(config)
+    run_stage("prepare", config)
     before = (config.run_dir() / "samples" / "test.parquet").read_bytes()
     (tmp_path / "data/inspired/unicrs/test_data_dbpedia.jsonl").write_text("{oops\n")
     with pytest.raises(DataError):
-        prepare(config)
+        run_stage("prepare", config)
     assert (config.run_dir() / "samples" / "test.parquet").read_bytes() == before
     assert not list(config.run_dir().rglob("*.tmp"))
 
@@ -200,7 +201,7 @@ def test_broken_input_after_a_good_run_keeps_the_good_artifacts(tmp_path):
 
 def test_real_inspired_counts(tmp_path, real_data_dir):
     config = load_config(base={"dataset": "inspired", "data_dir": str(real_data_dir), "runs_dir": str(tmp_path)})
-    summary = prepare(config)
+    summary = run_stage("prepare", config)
     assert summary["items"] == 1096
     splits = summary["splits"]
     assert [splits[s]["dialogues"] for s in ("train", "valid", "test")] == [801, 99, 99]
@@ -241,7 +242,7 @@ def test_real_inspired_eval_samples_match_the_reference_preprocessing(tmp_path, 
             movies += movie_turn
             entities += [e for e in turn["entity"] if e in entity2id]
     config = load_config(base={"dataset": "inspired", "data_dir": str(real_data_dir), "runs_dir": str(tmp_path)})
-    prepare(config)
+    run_stage("prepare", config)
     samples = load_prepared(config.run_dir()).samples[split]
     assert [s.sample_id for s in samples] == list(expected)
     for s in samples:
@@ -253,7 +254,7 @@ def test_real_inspired_eval_samples_match_the_reference_preprocessing(tmp_path, 
 @pytest.mark.slow
 def test_real_redial_counts(tmp_path, real_data_dir):
     config = load_config(base={"dataset": "redial", "data_dir": str(real_data_dir), "runs_dir": str(tmp_path)})
-    summary = prepare(config)
+    summary = run_stage("prepare", config)
     splits = summary["splits"]
     assert splits["test"]["dialogues"] == 1342
     assert splits["train"]["dialogues"] + splits["valid"]["dialogues"] == 2270

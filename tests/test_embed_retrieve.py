@@ -13,15 +13,6 @@ import torch
 
 from crs_core.artifacts import RunDir, read_table, write_table
 from crs_core.config import ActorPoolConfig, Config, EncoderConfig
-from crs_core.embed import (
-    TEXTS_SCHEMA,
-    embed_in_process,
-    embed_with_ray,
-    embeddings_table,
-    query_text,
-    read_embeddings,
-    run_embed,
-)
 from crs_core.encoders import (
     DOCUMENT,
     QUERY,
@@ -31,22 +22,31 @@ from crs_core.encoders import (
     prefix_lengths,
 )
 from crs_core.errors import ConfigError
-from crs_core.prepare import ITEM_SETS_SCHEMA
-from crs_core.retrieval import (
-    candidate_recall,
-    candidates_table,
-    run_retrieve,
-    top_k_inner_product,
-)
 from crs_core.schema import (
     CANDIDATES_SCHEMA,
     EMBEDDINGS_SCHEMA,
+    ITEM_SETS_SCHEMA,
     ITEMS_SCHEMA,
     SAMPLES_SCHEMA,
     Item,
     Sample,
     items_to_table,
     samples_to_table,
+)
+from crs_core.stages.embed import (
+    STAGE as EMBED,
+    TEXTS_SCHEMA,
+    embed_in_process,
+    embed_with_ray,
+    embeddings_table,
+    query_text,
+    read_embeddings,
+)
+from crs_core.stages.retrieve import (
+    STAGE as RETRIEVE,
+    candidate_recall,
+    candidates_table,
+    top_k_inner_product,
 )
 from crs_core.text import render_context
 
@@ -230,16 +230,16 @@ def test_stages_write_artifacts_skip_when_current_and_rerun_on_change(ray_local,
     config = tiny_config(tmp_path, top_k=3, method="dense", exclude_mentioned=False)
     run = write_tiny_run(config.run_dir())
 
-    first = run_embed(config, run)
-    assert not first["skipped"] and first["counts"] == {"items": 12, "train": 4, "valid": 2, "test": 2}
+    first = EMBED.run(config, run)
+    assert not first.reused and first["counts"] == {"items": 12, "train": 4, "valid": 2, "test": 2}
     keys, items = read_embeddings(run.path("embeddings", "items.parquet"))
     assert keys == [str(item.item_id) for item in ITEMS]
     np.testing.assert_allclose(items, embed_in_process(minilm, [i.description for i in ITEMS], DOCUMENT), atol=1e-5)
     assert read_embeddings(run.path("embeddings", "valid.parquet"))[0] == ["d5#2", "d6#2"]
-    assert run_embed(config, run)["skipped"]
+    assert EMBED.run(config, run).reused
 
-    retrieved = run_retrieve(config, run)
-    assert not retrieved["skipped"] and retrieved["top_k"] == 3
+    retrieved = RETRIEVE.run(config, run)
+    assert not retrieved.reused and retrieved["top_k"] == 3
     test = read_table(run.path("candidates", "test.parquet"), CANDIDATES_SCHEMA)
     assert test.num_rows == 2 * 3 and test.column("rank").to_pylist() == [0, 1, 2, 0, 1, 2]
     similarity = np.array(test.column("similarity").to_pylist()).reshape(2, 3)
@@ -247,16 +247,16 @@ def test_stages_write_artifacts_skip_when_current_and_rerun_on_change(ray_local,
     # Each context names its genre, so MiniLM should find most targets within the top 3.
     assert retrieved["splits"]["train"]["recall"] >= 0.75
     assert retrieved["splits"]["valid"]["n"] == 2 and retrieved["splits"]["valid"]["n_new"] == 1
-    assert run_retrieve(config, run)["skipped"]
+    assert RETRIEVE.run(config, run).reused
 
     bigger_k = tiny_config(tmp_path, top_k=50, method="dense", exclude_mentioned=False)  # capped at 12 items
-    rerun = run_retrieve(bigger_k, run)
-    assert not rerun["skipped"] and rerun["top_k"] == 12
+    rerun = RETRIEVE.run(bigger_k, run)
+    assert not rerun.reused and rerun["top_k"] == 12
     assert all(s["recall"] == 1.0 for s in rerun["splits"].values())
 
     hybrid = tiny_config(tmp_path, top_k=50)  # the default: hybrid, films mentioned before excluded
-    rerun = run_retrieve(hybrid, run)
-    assert not rerun["skipped"] and rerun["method"] == "hybrid"
+    rerun = RETRIEVE.run(hybrid, run)
+    assert not rerun.reused and rerun["method"] == "hybrid"
     valid = read_table(run.path("candidates", "valid.parquet"), CANDIDATES_SCHEMA).to_pylist()
     assert [r["item_id"] for r in valid if r["sample_id"] == "d6#2"].count(110) == 0  # d6 mentioned 110
     assert len(valid) == 12 + 11
@@ -265,8 +265,8 @@ def test_stages_write_artifacts_skip_when_current_and_rerun_on_change(ray_local,
     assert rerun["splits"]["train"]["recall"] == 1.0
 
     bigger_k.encoder.max_length = 16  # truncates the descriptions, so the vectors change
-    assert not run_embed(bigger_k, run)["skipped"]
-    assert not run_retrieve(bigger_k, run)["skipped"]  # its input embeddings changed
+    assert not EMBED.run(bigger_k, run).reused
+    assert not RETRIEVE.run(bigger_k, run).reused  # its input embeddings changed
 
 
 def test_seeker_query_keeps_the_newest_seeker_turns_only() -> None:

@@ -12,9 +12,9 @@ import pytest
 
 from crs_core.errors import ConfigError
 from crs_core.schema import SCORES_SCHEMA, Catalog, Item, Sample
+from crs_core.stages.synthesize import tau_curve
 from crs_core.student.feature_scorer import FeatureScorer, fidelity, grouped_folds, synthetic_precision
 from crs_core.student.features import FEATURE_NAMES, context_side, item_side, pair_features
-from crs_core.synthesize import tau_curve
 
 TRUTH = np.array([0, 1, 2, 3, 4, 3], dtype=float)
 PRED = np.array([0.5, 1.0, 3.0, 2.5, 3.5, 3.2])

@@ -30,7 +30,7 @@ from crs_core.data import fetch as fetch_module
 from crs_core.data.fetch import FetchOptions, default_data_dir, fetch_dataset, stored_content_digest
 from crs_core.data.sources import dataset_files, load_plain_pickle, remove_stray_byte
 from crs_core.errors import ConfigError, DataError
-from crs_core.prepare import prepare
+from crs_core.stages import run_stage
 from rayjobs import data as data_cli
 
 FAST = FetchOptions(timeout_s=10, retry_wait_s=0)
@@ -144,7 +144,7 @@ def test_fetch_inspired_matches_the_shared_copy_prepares_and_reruns_without_down
     assert out[-1].endswith("12 files in " + str(data) + ": 0 fetched, 12 already present and verified")
     assert len(out) == 1  # nothing downloaded: the summary line only
     config = load_config(base={"dataset": "inspired", "data_dir": str(data), "runs_dir": str(tmp_path / "runs")})
-    summary = prepare(config)
+    summary = run_stage("prepare", config)
     assert summary["items"] == 1096
     assert [summary["splits"][s]["dialogues"] for s in ("train", "valid", "test")] == [801, 99, 99]
 

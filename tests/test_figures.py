@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from crs_core.evaluate import removed_pair_hits
 from crs_core.evaluation import evaluate_scores
 from crs_core.figures import bootstrap_interval, plot_results, plot_student_scores, plot_training_curves
 from crs_core.schema import Catalog, Item, Sample
+from crs_core.stages.evaluate import removed_pair_hits
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -49,7 +49,7 @@ def test_no_training_curves_when_every_stage_was_only_reloaded(tmp_path) -> None
     """A Ray run that was already complete reports no epoch: the train stage then draws nothing, and says so."""
     from crs_core.artifacts import RunDir
     from crs_core.config import Config
-    from crs_core.two_stage import draw_training_curves
+    from crs_core.stages.train import draw_training_curves
 
     reloaded = {"history": []}
     assert draw_training_curves(Config(), RunDir(tmp_path), reloaded, reloaded, reloaded) is None
@@ -127,23 +127,23 @@ def test_training_keeps_every_epochs_valid_metrics_and_draws_the_curves(tmp_path
     from crs_core.artifacts import RunDir, read_table, write_table
     from crs_core.config import load_config
     from crs_core.figures import TRAINING_CURVES
-    from crs_core.prepare import prepare
     from crs_core.schema import SAMPLES_SCHEMA, SCORES_SCHEMA, SYNTHETIC_SCHEMA, table_to_samples
-    from crs_core.synthesize import synthesize
-    from crs_core.two_stage import run_two_stage
+    from crs_core.stages import run_stage
+    from crs_core.stages.synthesize import synthesize
+    from crs_core.stages.train import STAGE as TRAIN
 
     data = make_inspired(tmp_path / "data")
     config = load_config(overrides=["train.runner=local", "train.num_workers=1", "train.epochs_stage1=2",
                                     "train.epochs_stage2=3", "train.trainable_layers=0", "train.max_length=32",
                                     "train.batch_size=4"],
                          base={"dataset": "inspired", "data_dir": str(data), "runs_dir": str(tmp_path / "runs")})
-    prepare(config)
+    run_stage("prepare", config)
     run = RunDir(config.run_dir())
     train = table_to_samples(read_table(run.path("samples", "train.parquet"), SAMPLES_SCHEMA))
     rows = synthesize(train, SCORES_SCHEMA.empty_table(), 3.0)  # no scores: stage 1 on the original labels
     write_table(run.path("synthetic.parquet"), pa.Table.from_pylist(rows, schema=SYNTHETIC_SCHEMA), SYNTHETIC_SCHEMA)
 
-    summary = run_two_stage(config, run)
+    summary = TRAIN.run(config, run)
     saved = json.loads(run.stage_record("train").read_text())["summary"]
     for key, epochs in (("baseline", 3), ("stage1", 2), ("stage2", 3)):
         history = saved[key]["history"]

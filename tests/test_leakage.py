@@ -15,7 +15,8 @@ import re
 import pytest
 
 from crs_core.config import load_config
-from crs_core.prepare import load_prepared, prepare
+from crs_core.data.prepared import load_prepared
+from crs_core.stages import run_stage
 from crs_core.text import SPEAKER_TAGS, item_text, render_context, render_turns
 
 SPLIT_FILES = {"valid": "cfcrs/valid_data.jsonl", "test": "cfcrs/test_data.jsonl"}
@@ -35,7 +36,7 @@ def _title_words(title: str) -> str:
 def inspired(real_data_dir, tmp_path_factory):
     config = load_config(base={"dataset": "inspired", "data_dir": str(real_data_dir),
                                "runs_dir": str(tmp_path_factory.mktemp("runs"))})
-    prepare(config)
+    run_stage("prepare", config)
     raw = {}
     for split, name in SPLIT_FILES.items():
         records = [json.loads(line) for line in (real_data_dir / "inspired" / name).read_text().splitlines()]

@@ -9,8 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from student_world import student_config
-from student_world import triplets as make_triplets
+from student_world import student_config, triplets as make_triplets
 from transformers import DynamicCache
 
 from crs_core.student import StudentScorer, fit_pair, load_scorer

@@ -17,9 +17,9 @@ from tiny_data import TINY_AUGMENT, make_inspired
 
 from crs_core.artifacts import RunDir
 from crs_core.config import load_config
+from crs_core.data.prepared import load_prepared
 from crs_core.models import load_model
-from crs_core.prepare import load_prepared
-from crs_core.simulate import open_simulation
+from crs_core.stages.simulate import open_simulation
 from rayjobs.cli import main as crs
 
 REPO = Path(__file__).resolve().parent.parent

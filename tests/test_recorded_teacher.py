@@ -13,9 +13,9 @@ from test_teacher import make_run
 from crs_core.artifacts import RunDir, read_table
 from crs_core.config import Config, TeacherConfig, load_config
 from crs_core.errors import ConfigError, DataError
-from crs_core.prepare import prepare
 from crs_core.schema import ITEMS_SCHEMA, SAMPLES_SCHEMA, TEACHER_SCHEMA, table_to_catalog, table_to_samples
-from crs_core.teach import run_teach
+from crs_core.stages import run_stage
+from crs_core.stages.teach import STAGE as TEACH
 from crs_core.teacher import load_recorded, resolve_files
 from crs_core.text import item_text, render_context
 
@@ -70,7 +70,7 @@ def test_every_recorded_train_pair_is_imported(tmp_path):
     (folder / "notes.txt").write_text("not a judgment file")
     config = recorded_config(data, contexts=1, candidates_per_context=1)  # sampling settings do not apply
 
-    summary = run_teach(config, run)
+    summary = TEACH.run(config, run)
     rows = sorted(read_table(run.path("teacher.parquet"), TEACHER_SCHEMA).to_pylist(),
                   key=lambda r: (r["sample_id"], r["item_id"]))
     assert [(r["sample_id"], r["item_id"], r["score"], r["model"]) for r in rows] == [
@@ -87,10 +87,10 @@ def test_every_recorded_train_pair_is_imported(tmp_path):
     assert summary["skipped_not_train"] == {"valid": 1} and summary["teacher"] == "recorded"
 
     config.teacher.contexts = 50
-    assert run_teach(config, run)["skipped"] is True  # the sampling settings are not part of a recorded run
+    assert TEACH.run(config, run).reused is True  # the sampling settings are not part of a recorded run
     write(folder / "c.jsonl", [judgment(run, "train-2#4", 3, 2)])
-    again = run_teach(config, run)  # a new file changes the fingerprint
-    assert again["skipped"] is False and again["pairs"] == 5
+    again = TEACH.run(config, run)  # a new file changes the fingerprint
+    assert again.reused is False and again["pairs"] == 5
 
 
 BROKEN = [
@@ -113,7 +113,7 @@ def test_a_broken_line_names_file_line_and_field(tmp_path, name, make_line, fiel
     run, data = make_run(tmp_path / "run"), tmp_path / "data"
     path = write(data / "inspired" / "teacher" / "j.jsonl", [judgment(run, "train-0#4", 4, 3), make_line(run)])
     with pytest.raises(DataError) as info:
-        run_teach(recorded_config(data), run)
+        TEACH.run(recorded_config(data), run)
     assert str(info.value).startswith(f"{path.resolve()}, line 2, field '{field}': {message}")
     assert not run.path("teacher.parquet").exists()
 
@@ -151,7 +151,7 @@ def test_file_settings_are_checked_before_reading(tmp_path):
 def test_real_inspired_judgments_import_completely(tmp_path, real_data_dir):
     config = load_config(base={"dataset": "inspired", "data_dir": str(real_data_dir), "runs_dir": str(tmp_path)},
                          overrides=["teacher.kind=recorded"])
-    prepare(config)
+    run_stage("prepare", config)
     samples, catalog = inputs(RunDir(config.run_dir()))
     recorded = load_recorded(resolve_files(config.teacher.files, real_data_dir, "inspired"), samples, catalog)
     scores = [label.score for label in recorded.labels]

@@ -59,7 +59,7 @@ from crs_core.schema import (
     Item,
     Sample,
 )
-from crs_core.teach import run_teach
+from crs_core.stages.teach import STAGE as TEACH
 from crs_core.teacher import LLMTeacher, Pair
 from crs_core.teacher.cache import CACHE_FILE
 from crs_core.training.data import TrainingData
@@ -253,16 +253,16 @@ def test_failure_share_above_the_limit_fails_teach_and_writes_nothing(tmp_path):
         base = {"dataset": "inspired", "data_dir": str(data), "runs_dir": str(tmp_path / "runs")}
         sets = teacher_sets(server, contexts=10, candidates_per_context=3)
         with pytest.raises(CRSError) as info:
-            run_teach(load_config(overrides=sets, base=base), RunDir(run))
+            TEACH.run(load_config(overrides=sets, base=base), RunDir(run))
         assert "1 of 10 pairs failed, a share of 10.0% > teacher.max_failure_share 5.0%" in str(info.value)
         assert "HTTP 500" in str(info.value) and server.requests == 10
         assert not (run / "teacher.parquet").exists() and not (run / "stages" / "teach.json").exists()
         # Under a looser limit the failure is a counted "failed" row; only that pair is asked again.
-        summary = run_teach(load_config(overrides=[*sets, "teacher.max_failure_share=0.2"], base=base), RunDir(run))
+        summary = TEACH.run(load_config(overrides=[*sets, "teacher.max_failure_share=0.2"], base=base), RunDir(run))
         assert (summary["failed"], summary["failure_share"], summary["cached"], server.requests) == (1, 0.1, 9, 11)
         rows = read_table(run / "teacher.parquet", TEACHER_SCHEMA).to_pylist()
         assert [r["score"] for r in rows if r["status"] == "failed"] == [None] and len(rows) == 10
-        again = run_teach(load_config(overrides=[*sets, "teacher.max_failure_share=0.2"], base=base), RunDir(run))
+        again = TEACH.run(load_config(overrides=[*sets, "teacher.max_failure_share=0.2"], base=base), RunDir(run))
         assert (again["failed"], again["cached"], server.requests) == (0, 9, 12)
 
 

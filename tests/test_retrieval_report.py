@@ -12,15 +12,15 @@ import pytest
 from crs_core.config import LexicalConfig, RetrievalConfig
 from crs_core.errors import DataError
 from crs_core.lexical import LexicalIndex, genre_mentions, turn_weights
-from crs_core.retrieval import (
+from crs_core.retrieval_report import JUDGMENTS_SCHEMA, rank_band_report, read_judgments, top_band_lift
+from crs_core.schema import CANDIDATES_SCHEMA, Item, Sample
+from crs_core.stages.retrieve import (
     candidates_table,
     hybrid_scores,
     mask_mentioned,
     retrieve,
     top_k_rows,
 )
-from crs_core.retrieval_report import JUDGMENTS_SCHEMA, rank_band_report, read_judgments, top_band_lift
-from crs_core.schema import CANDIDATES_SCHEMA, Item, Sample
 
 # --- rank-band report ------------------------------------------------------------------------------
 

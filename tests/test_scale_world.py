@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from crs_core.artifacts import read_table
-from crs_core.prepare import load_prepared
+from crs_core.data.prepared import load_prepared
 from crs_core.schema import CANDIDATES_SCHEMA, TEACHER_SCHEMA
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

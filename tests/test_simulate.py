@@ -18,14 +18,14 @@ from movie_catalog import CATALOG, FILLERS
 from tiny_data import make_inspired
 
 from crs_core.config import TeacherConfig
+from crs_core.data.prepared import load_prepared
 from crs_core.errors import ConfigError
 from crs_core.evaluation import evaluate_rankings, read_predictions
 from crs_core.llm_chat import AnswerCache, ChatEndpoint
 from crs_core.models import Popularity
-from crs_core.prepare import load_prepared
 from crs_core.prompt_file import load_chat_prompt, parse_chat_prompt
 from crs_core.schema import RECOMMENDER, SEEKER, Sample
-from crs_core.simulate import (
+from crs_core.stages.simulate import (
     SEEKER_PLACEHOLDERS,
     SavedModelRanker,
     Seeker,
@@ -35,8 +35,8 @@ from crs_core.simulate import (
     seeker_view,
     simulate,
 )
+from crs_core.stages.zero_shot import PROMPT_PLACEHOLDERS, ZeroShotRecommender
 from crs_core.titles import TitleGuard
-from crs_core.zero_shot import PROMPT_PLACEHOLDERS, ZeroShotRecommender
 from rayjobs.cli import main as crs
 from rayjobs.simulate import main as crs_simulate
 

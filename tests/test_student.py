@@ -10,8 +10,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from student_world import CATALOG, SAMPLES, SCIFI_ASK, student_config, teacher_rows, write_run
-from student_world import triplets as make_triplets
+from student_world import (
+    CATALOG,
+    SAMPLES,
+    SCIFI_ASK,
+    student_config,
+    teacher_rows,
+    triplets as make_triplets,
+    write_run,
+)
 
 from crs_core.artifacts import read_table, write_table
 from crs_core.config import ActorPoolConfig, Config, load_config
@@ -23,15 +30,17 @@ from crs_core.schema import (
     SYNTHETIC_SCHEMA,
     TEACHER_SCHEMA,
 )
-from crs_core.score import (
+from crs_core.stages.distill import STAGE as DISTILL
+from crs_core.stages.score import (
+    STAGE as SCORE,
     candidate_rows,
     format_score,
     load_item_texts,
-    run_score,
     score_one_pair_at_a_time,
     score_rows,
     score_with_ray,
 )
+from crs_core.stages.synthesize import STAGE as SYNTHESIZE, expansion, format_expansion, synthesize
 from crs_core.student import (
     StudentScorer,
     expected_score,
@@ -48,7 +57,6 @@ from crs_core.student.train import (
     teacher_triplets,
     train_student,
 )
-from crs_core.synthesize import expansion, format_expansion, run_synthesize, synthesize
 from crs_core.text import item_text
 
 
@@ -256,24 +264,24 @@ def test_threshold_by_hand() -> None:
 def test_stages_skip_and_threshold_reruns_only_synthesize(ray_local, tmp_path: Path) -> None:
     run = write_run(tmp_path / "run")
     config = Config(seed=0, student=student_config())
-    first = run_score(config, run)
-    assert not first["skipped"] and not first["student"]["skipped"] and first["pairs"] == 60
-    assert first["student"]["train_pairs"] + first["student"]["holdout_pairs"] == 24
+    student = DISTILL.run(config, run)
+    first = SCORE.run(config, run)
+    assert not student.reused and not first.reused and first["pairs"] == 60
+    assert student["train_pairs"] + student["holdout_pairs"] == 24
     assert sum(first["histogram"].values()) == 60
     assert "scored 60 pairs (retrieved candidates) of 6 contexts" in format_score(first)
     scores = read_table(run.path("scores.parquet"), SCORES_SCHEMA)
     assert scores.num_rows == 60 and 0.0 <= min(scores["score"].to_pylist()) <= max(scores["score"].to_pylist()) <= 4.0
-    synth = run_synthesize(config, run)
-    assert not synth["skipped"] and synth["original_labels"] == 7
+    synth = SYNTHESIZE.run(config, run)
+    assert not synth.reused and synth["original_labels"] == 7
     outputs = ("checkpoints/student/student.json", "scores.parquet", "synthetic.parquet")
     stamps = {p: run.path(p).stat().st_mtime_ns for p in outputs}
 
-    assert run_score(config, run)["skipped"] and run_synthesize(config, run)["skipped"]
+    assert all(stage.run(config, run).reused for stage in (DISTILL, SCORE, SYNTHESIZE))
     config.synthesize.threshold = 0.0  # every candidate that is not a target or context item
-    again = run_score(config, run)
-    assert again["skipped"] and again["student"]["skipped"]
-    synth = run_synthesize(config, run)
-    assert not synth["skipped"] and synth["synthetic_labels"] == 60 - sum(len(s.context_items) for s in SAMPLES)
+    assert DISTILL.run(config, run).reused and SCORE.run(config, run).reused
+    synth = SYNTHESIZE.run(config, run)
+    assert not synth.reused and synth["synthetic_labels"] == 60 - sum(len(s.context_items) for s in SAMPLES)
     assert {p: run.path(p).stat().st_mtime_ns for p in stamps if p != "synthetic.parquet"} == \
         {p: t for p, t in stamps.items() if p != "synthetic.parquet"}
     assert read_table(run.path("synthetic.parquet"), SYNTHETIC_SCHEMA).num_rows == len(SAMPLES)

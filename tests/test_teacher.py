@@ -31,7 +31,7 @@ from crs_core.schema import (
     items_to_table,
     samples_to_table,
 )
-from crs_core.teach import run_teach, spread_candidates, summarize
+from crs_core.stages.teach import STAGE as TEACH, spread_candidates, summarize
 from crs_core.teacher import (
     PROMPT_VERSION,
     KGCalibration,
@@ -295,10 +295,10 @@ def make_run(root: Path, contexts: int = 3) -> RunDir:
 def test_teach_stage_with_kg_teacher(tmp_path):
     run = make_run(tmp_path)
     config = Config(seed=3, teacher=TeacherConfig(kind="kg", contexts=2, candidates_per_context=3))
-    summary = run_teach(config, run)
+    summary = TEACH.run(config, run)
     table = read_table(run.path("teacher.parquet"), TEACHER_SCHEMA)
     rows = table.to_pylist()
-    assert summary["skipped"] is False and summary["pairs"] == len(rows) == 6 and summary["contexts"] == 2
+    assert summary.reused is False and summary["pairs"] == len(rows) == 6 and summary["contexts"] == 2
     assert summary["ok"] == 6 and summary["failed"] == 0 and summary["cost_usd"] == 0.0
     assert sum(summary["score_histogram"].values()) == 6 and summary["model"] == "kg-rubric-v2"
     # calibrated on all 3 contexts' candidates except the context movie: the gold target 4 (similarity 0.3, at or
@@ -307,9 +307,9 @@ def test_teach_stage_with_kg_teacher(tmp_path):
     for sample_id in {r["sample_id"] for r in rows}:
         items = {r["item_id"] for r in rows if r["sample_id"] == sample_id}
         assert 4 in items and 1 not in items  # the gold target kept; the context movie never a candidate
-    assert run_teach(config, run)["skipped"] is True
+    assert TEACH.run(config, run).reused is True
     config.teacher.contexts = 3
-    assert run_teach(config, run)["pairs"] == 9
+    assert TEACH.run(config, run)["pairs"] == 9
 
 
 # ------------------------------------------------------------------------------- against a real server
@@ -374,15 +374,15 @@ def test_teach_stage_over_the_server_and_cached_rerun(llm_server, few_shot_promp
     config = Config(teacher=server_config(llm_server, prompt=few_shot_prompt, contexts=2, candidates_per_context=2,
                                           max_tokens=8, usd_per_1k_input_tokens=0.5, usd_per_1k_output_tokens=1.5))
     before = llm_server.chat_requests()
-    first = run_teach(config, run)
+    first = TEACH.run(config, run)
     assert first["pairs"] == 4 and first["ok"] == 4 and first["cached"] == 0, first
     assert llm_server.wait_for_log(before + first["requests"]) == before + first["requests"] >= before + 4
     assert first["cost_usd"] == pytest.approx((first["input_tokens"] * 0.5 + first["output_tokens"] * 1.5) / 1000)
     assert first["score_histogram"]["2"] == 4 and first["prompt_version"].startswith("fewshot-")
 
-    second = run_teach(config, run, force=True)  # force: go through the teacher, which must hit the cache
+    second = TEACH.run(config, run, force=True)  # force: go through the teacher, which must hit the cache
     assert llm_server.wait_for_log(before + first["requests"] + 1, timeout_s=1.0) == before + first["requests"]
     assert second["requests"] == 0 and second["cached"] == 4 and second["cost_usd"] == 0.0
     rows = read_table(run.path("teacher.parquet"), TEACHER_SCHEMA).to_pylist()
     assert all(r["cached"] and r["status"] == "ok" and r["score"] == parse_score(r["rationale"]) for r in rows)
-    assert run_teach(config, run)["skipped"] is True
+    assert TEACH.run(config, run).reused is True

@@ -17,7 +17,7 @@ from crs_core.artifacts import read_table
 from crs_core.config import Config, TeacherConfig
 from crs_core.errors import ConfigError, CRSError, DataError
 from crs_core.schema import SAMPLES_SCHEMA, TEACHER_SCHEMA, table_to_samples
-from crs_core.teach import export_batch, import_batch, run_teach
+from crs_core.stages.teach import STAGE as TEACH, export_batch, import_batch
 from crs_core.teacher import load_prompt, parse_custom_id
 from rayjobs import teach as teach_entry
 
@@ -151,7 +151,7 @@ def test_export_answer_import_round_trip(tmp_path):
     final = import_batch(config, run, [retried])
     assert (final["ok"], final["failed"], final["cached"], final["input_tokens"]) == (8, 0, 5, 3 * 120)
     assert final["score_histogram"] == {"0": 2, "1": 2, "2": 2, "3": 0, "4": 2}
-    assert run_teach(config, run)["skipped"] is True  # `crs augment` goes on from score with these labels
+    assert TEACH.run(config, run).reused is True  # `crs augment` goes on from score with these labels
 
 
 def good_line(custom_id: str) -> dict:

@@ -10,7 +10,7 @@ from tiny_data import TINY_AUGMENT, make_inspired
 
 from crs_core.config import load_config
 from crs_core.errors import ConfigError
-from crs_core.tune import BEST_FILE, PLOT_FILE, TUNE_DIR
+from crs_core.stages.tune import BEST_FILE, PLOT_FILE, TUNE_DIR
 from rayjobs.cli import main
 
 SWEEP = [*TINY_AUGMENT, "tune.alphas=[0.0, 1.0]", "tune.thresholds=[0.0, 4.0]", "tune.cpus_per_trial=0.5",

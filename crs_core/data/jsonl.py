@@ -23,9 +23,8 @@ from crs_core.data.dialogue import Dialogue, Turn
 from crs_core.data.io import iter_jsonl
 from crs_core.data.kg import EntityLinker
 from crs_core.errors import DataError
-from crs_core.schema import RECOMMENDER, SEEKER, Item
+from crs_core.schema import RECOMMENDER, SEEKER, SPLITS, Item
 
-SPLITS = ("train", "valid", "test")
 ROLES = (SEEKER, RECOMMENDER)
 ITEM_LISTS = {"tags": "genres", "creators": "directors", "people": "stars"}
 

@@ -19,12 +19,11 @@ from pathlib import Path
 
 from crs_core.data.io import iter_jsonl, require
 from crs_core.errors import ConfigError, DataError
-from crs_core.schema import TEACHER_STATUS_OK, Catalog, Sample
+from crs_core.schema import SPLITS, TEACHER_STATUS_OK, Catalog, Sample
 from crs_core.teacher.client import Label
 from crs_core.teacher.prompt import CONTEXT_CHAR_BUDGET
 from crs_core.text import item_text, render_context
 
-SPLITS = ("train", "valid", "test")
 FIELDS: dict[str, type | tuple[type, ...]] = {
     "sample_id": str, "split": str, "conversation": str, "item_id": int, "item_title": str,
     "item_description": str, "score": int, "rationale": str, "judge": str, "rubric": str,

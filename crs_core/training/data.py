@@ -54,7 +54,7 @@ def with_synthetic_targets(samples: Sequence[Sample], synthetic: Sequence[dict])
 
 def load_training_data(run_dir: Path, stage: str, synthetic: str = SYNTHETIC) -> TrainingData:
     """The prepared run's data for `stage` ("pretrain" reads the synthetic labels, "finetune" does not)."""
-    from crs_core.prepare import load_prepared
+    from crs_core.data.prepared import load_prepared
 
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")

@@ -44,6 +44,7 @@ from crs_core.training.data import (
 )
 from crs_core.training.steps import (
     MAX_GRAD_NORM,
+    METRIC as METRIC,  # re-exported: the default selection key (crs_core.evaluation.selection_key)
     MODEL_DIR,
     ScheduleFn,
     TrainableRecommender,
@@ -59,9 +60,6 @@ from crs_core.training.steps import (
     stage_loss,
     validate,
     write_checkpoint,
-)
-from crs_core.training.steps import (
-    METRIC as METRIC,  # re-exported: the default selection key (crs_core.evaluation.selection_key)
 )
 
 DEEPSPEED_DIR = "deepspeed"

@@ -1,5 +1,5 @@
 """The training steps every loop shares: the in-process `fit`, each Ray Train worker (crs_core.training.loop),
-the local runner (crs_core.training.local) and each Ray Tune trial (crs_core.tune) run their epochs with
+the local runner (crs_core.training.local) and each Ray Tune trial (crs_core.stages.tune) run their epochs with
 `run_epochs` and write and resume checkpoints with the helpers below, so their numbers compare.
 
 AdamW (weight decay 0.01 on matrices), linear warmup over one epoch then linear decay, gradient clipping at

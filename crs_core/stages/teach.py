@@ -23,13 +23,15 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crs_core.artifacts import RunDir, atomic_write_bytes, fingerprint, read_table, write_table
+from crs_core.artifacts import RunDir, atomic_write_bytes, read_table, write_table
 from crs_core.config import Config
 from crs_core.errors import ConfigError, CRSError, DataError
 from crs_core.progress import progress
@@ -45,6 +47,7 @@ from crs_core.schema import (
     table_to_catalog,
     table_to_samples,
 )
+from crs_core.stages.base import Stage, Summary
 from crs_core.teacher import (
     KG_RUBRIC_VERSION,
     KGTeacher,
@@ -64,7 +67,6 @@ from crs_core.text import item_text
 
 log = logging.getLogger(__name__)
 
-STAGE = "teach"
 OUTPUT = "teacher.parquet"
 INPUTS = ("samples/train.parquet", "items.parquet", "candidates/train.parquet")
 # Knobs that change throughput, not answers, and the name of the key's variable stay out of the fingerprint.
@@ -130,21 +132,26 @@ def recorded_files(config: Config) -> list[Path]:
     return resolve_files(config.teacher.files, config.resolved_data_dir(), config.dataset)
 
 
-def teach_fingerprint(config: Config, run: RunDir) -> str:
-    """Settings, prompt and input digests; recorded judgments add their files' contents (a new or edited
-    file re-runs teach) and need no candidates, and only `files` among the teacher settings matters to them."""
+def teach_settings(config: Config) -> dict:
+    """Settings and prompt version; only `files` among the teacher settings matters to recorded judgments."""
     if config.teacher.kind == "recorded":
-        settings = {"teacher": {"kind": "recorded", "files": config.teacher.files}}
+        return {"teacher": {"kind": "recorded", "files": config.teacher.files}}
+    return {
+        "teacher": {k: v for k, v in dataclasses.asdict(config.teacher).items()
+                    if k not in _NOT_FINGERPRINTED and k != "files"},
+        "seed": config.seed,
+        "prompt_version": _prompt_version(config),
+    }
+
+
+def teach_inputs(config: Config, run: RunDir) -> list[Path]:
+    """Recorded judgments add their files' contents (a new or edited file re-runs teach) and need no
+    candidates."""
+    if config.teacher.kind == "recorded":
         inputs = [run.path(p) for p in INPUTS[:2]] + recorded_files(config)
     else:
-        settings = {
-            "teacher": {k: v for k, v in dataclasses.asdict(config.teacher).items()
-                        if k not in _NOT_FINGERPRINTED and k != "files"},
-            "seed": config.seed,
-            "prompt_version": _prompt_version(config),
-        }
         inputs = [run.path(p) for p in INPUTS]
-    return fingerprint(settings, [p for p in inputs if p.exists()])
+    return [p for p in inputs if p.exists()]
 
 
 def summarize(labels: list[Label], teacher, config: Config, contexts: int, seconds: float) -> dict:
@@ -213,49 +220,88 @@ def _selected_pairs(config: Config, run: RunDir, samples: list[Sample],
     return pairs, candidates
 
 
-def _finish(config: Config, run: RunDir, fp: str, labels: list[Label], teacher, contexts: int, start: float,
+def _finish(config: Config, run: RunDir, labels: list[Label], teacher, contexts: int, start: float,
             extra: dict) -> dict:
-    """Refuse too many failures, write teacher.parquet, mark the stage done and return its summary."""
+    """Refuse too many failures, write teacher.parquet and return the stage's figures."""
     check_failure_share(labels, config.teacher.max_failure_share)
     write_table(run.path(OUTPUT), pa.Table.from_pylist([lab.row() for lab in labels], schema=TEACHER_SCHEMA),
                 TEACHER_SCHEMA)
-    summary = summarize(labels, teacher, config, contexts, time.perf_counter() - start) | extra
-    run.mark_done(STAGE, fp, [OUTPUT], summary)
-    return summary | {"skipped": False}
+    return summarize(labels, teacher, config, contexts, time.perf_counter() - start) | extra
 
 
-def run_teach(config: Config, run: RunDir, force: bool = False) -> dict:
-    """Label the selected pairs (or import every recorded train pair); skipped when inputs, settings and
-    prompt are unchanged."""
-    fp = teach_fingerprint(config, run)
-    if not force and run.is_current(STAGE, fp, [OUTPUT]) and run.summary(STAGE).get("failed", 0) == 0:
-        return run.summary(STAGE) | {"skipped": True}
+class Teach(Stage):
+    """Label the selected pairs (or import every recorded train pair). A run with failed pairs is not reused,
+    so the next run retries only those (successful answers come from the cache)."""
 
-    samples, catalog = _load_inputs(run)
-    start = time.perf_counter()
-    if config.teacher.kind == "recorded":
-        files = recorded_files(config)
-        recorded = load_recorded(files, samples, catalog)
-        if not recorded.labels:
-            raise DataError(files[0], "no train judgments in the recorded files")
-        log.info("teach: %d recorded pairs from %d file(s)", len(recorded.labels), len(files))
-        contexts = len({lab.sample_id for lab in recorded.labels})
-        return _finish(config, run, fp, recorded.labels, recorded, contexts, start, recorded.describe())
+    name = "teach"
+    about = "teacher {config.teacher.kind} rates (context, item) pairs 0-4"
 
-    pairs, candidates = _selected_pairs(config, run, samples, catalog)
-    contexts = len({p.sample.sample_id for p in pairs})
-    with ExitStack() as stack:
-        if config.teacher.kind == "openai":
-            cache = stack.enter_context(TeacherCache(run.path(CACHE_FILE)))
-            teacher = LLMTeacher(config.teacher, cache=cache)
-        else:
-            teacher = kg_teacher(samples, catalog, candidates)
-        stack.callback(teacher.close)
-        log.info("teach: %d pairs from %d contexts with %r", len(pairs), contexts, teacher)
-        bar = stack.enter_context(progress(total=len(pairs), desc="teach: pairs labelled"))
-        labels = teacher.label_many(pairs, progress=_progress(bar))
-    extra = {"kg_calibration": teacher.calibration.describe()} if isinstance(teacher, KGTeacher) else {}
-    return _finish(config, run, fp, labels, teacher, contexts, start, extra)
+    def inputs(self, config: Config, run: RunDir) -> list[Path]:
+        return teach_inputs(config, run)
+
+    def outputs(self, config: Config) -> list[str]:
+        return [OUTPUT]
+
+    def settings(self, config: Config, run: RunDir) -> dict:
+        return teach_settings(config)
+
+    def reusable(self, figures: Mapping[str, Any]) -> bool:
+        return figures.get("failed", 0) == 0
+
+    def work(self, config: Config, run: RunDir) -> dict:
+        samples, catalog = _load_inputs(run)
+        start = time.perf_counter()
+        if config.teacher.kind == "recorded":
+            files = recorded_files(config)
+            recorded = load_recorded(files, samples, catalog)
+            if not recorded.labels:
+                raise DataError(files[0], "no train judgments in the recorded files")
+            log.info("teach: %d recorded pairs from %d file(s)", len(recorded.labels), len(files))
+            contexts = len({lab.sample_id for lab in recorded.labels})
+            return _finish(config, run, recorded.labels, recorded, contexts, start, recorded.describe())
+
+        pairs, candidates = _selected_pairs(config, run, samples, catalog)
+        contexts = len({p.sample.sample_id for p in pairs})
+        with ExitStack() as stack:
+            if config.teacher.kind == "openai":
+                cache = stack.enter_context(TeacherCache(run.path(CACHE_FILE)))
+                teacher = LLMTeacher(config.teacher, cache=cache)
+            else:
+                teacher = kg_teacher(samples, catalog, candidates)
+            stack.callback(teacher.close)
+            log.info("teach: %d pairs from %d contexts with %r", len(pairs), contexts, teacher)
+            bar = stack.enter_context(progress(total=len(pairs), desc="teach: pairs labelled"))
+            labels = teacher.label_many(pairs, progress=_progress(bar))
+        extra = {"kg_calibration": teacher.calibration.describe()} if isinstance(teacher, KGTeacher) else {}
+        return _finish(config, run, labels, teacher, contexts, start, extra)
+
+    def describe(self, figures: Mapping[str, Any], config: Config) -> list[str]:
+        return describe_teach(figures)
+
+
+def describe_teach(s: Mapping[str, Any]) -> list[str]:
+    """Counts, cost and score histogram; for recorded judgments, where they came from and what was skipped."""
+    histogram = " ".join(f"{k}:{v}" for k, v in s["score_histogram"].items())
+    mean = "-" if s["mean_score"] is None else f"{s['mean_score']:.2f}"
+    share = "-" if s["failure_share"] is None else f"{100 * s['failure_share']:.1f}%"
+    lines = [
+        f"teacher {s['teacher']} / model {s['model']} / prompt {s['prompt_version']}",
+        (f"  {s['pairs']} pairs over {s['contexts']} contexts: {s['ok']} ok, {s['failed']} failed "
+         f"({share}), {s['cached']} from cache, {s['requests']} requests"),
+        (f"  tokens in/out {s['input_tokens']}/{s['output_tokens']}, cost ${s['cost_usd']:.4f}; "
+         f"scores {histogram} (mean {mean})"),
+    ]
+    if "batch_price_factor" in s:
+        lines.append(f"  Batch API: cost at {s['batch_price_factor']:.0%} of the list price "
+                     f"${s['cost_usd_list_price']:.4f}, answers from {', '.join(s['batch_files'])}")
+    if "files" in s:
+        files = ", ".join(f"{path} ({n} pairs)" for path, n in s["files"].items())
+        skipped = " ".join(f"{split}:{n}" for split, n in s["skipped_not_train"].items()) or "none"
+        judges = ", ".join(f"{judge} ({n})" for judge, n in s["judges"].items())
+        lines += [f"  recorded judgments from {files}; judges {judges}",
+                  (f"  conversations no longer as recorded: {s['mismatched_conversations']} pairs; item descriptions "
+                   f"changed: {s['mismatched_descriptions']} pairs; non-train judgments skipped: {skipped}")]
+    return lines
 
 
 def _require_openai(config: Config, flag: str) -> None:
@@ -283,7 +329,7 @@ def export_batch(config: Config, run: RunDir, path: Path) -> dict:
             "prompt_version": prompt.version}
 
 
-def import_batch(config: Config, run: RunDir, paths: list[Path]) -> dict:
+def import_batch(config: Config, run: RunDir, paths: list[Path]) -> Summary:
     """teacher.parquet from Batch API output (and error) files, as a synchronous teach run would write it.
 
     Pairs the files do not answer come from the teacher cache, else become failed rows; parsed answers go
@@ -316,4 +362,9 @@ def import_batch(config: Config, run: RunDir, paths: list[Path]) -> dict:
     list_price = summarize(labels, teacher, config, contexts, 0.0)["cost_usd"]
     extra = {"batch_files": [str(p) for p in paths], "batch_price_factor": BATCH_PRICE_FACTOR,
              "cost_usd": round(list_price * BATCH_PRICE_FACTOR, 6), "cost_usd_list_price": list_price}
-    return _finish(config, run, teach_fingerprint(config, run), labels, teacher, contexts, start, extra)
+    figures = _finish(config, run, labels, teacher, contexts, start, extra)
+    STAGE.record(config, run, STAGE.fingerprint(config, run), figures)
+    return STAGE.summarize(config, figures, wall_s=round(time.perf_counter() - start, 1))
+
+
+STAGE = Teach()

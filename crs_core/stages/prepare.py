@@ -2,39 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from crs_core import __version__
-from crs_core.artifacts import RunDir, fingerprint, read_table, write_json, write_table
+from crs_core.artifacts import RunDir, write_json, write_table
 from crs_core.config import Config
 from crs_core.data import inspired, jsonl, redial
 from crs_core.data.dialogue import Dialogue, MentionStats, build_samples
 from crs_core.data.kg import KnowledgeGraph, load_catalog
+from crs_core.data.prepared import SPLITS
 from crs_core.schema import (
+    ITEM_SETS_SCHEMA,
     ITEMS_SCHEMA,
     SAMPLES_SCHEMA,
-    Catalog,
     Sample,
     items_to_table,
     samples_to_table,
-    table_to_catalog,
-    table_to_samples,
 )
+from crs_core.stages.base import Stage
 
-SPLITS = ("train", "valid", "test")
-ITEM_SETS_SCHEMA = pa.schema([pa.field("dialog_id", pa.string(), False),
-                              pa.field("items", pa.list_(pa.int64()), False)])
 OUTPUTS = ("items.parquet", *(f"samples/{s}.parquet" for s in SPLITS), "item_sets.parquet")
-
-
-@dataclass
-class PreparedData:
-    catalog: Catalog
-    samples: dict[str, list[Sample]]
-    item_sets: list[list[int]]
 
 
 def _dataset_files(config: Config, data_dir: Path) -> list[Path]:
@@ -121,53 +113,53 @@ def _split_counts(dialogues: list[Dialogue], samples: list[Sample]) -> dict:
     }
 
 
-def prepare(config: Config, force: bool = False) -> dict:
-    """Build the run directory's data artifacts; skipped when inputs and settings are unchanged."""
-    data_dir = config.resolved_data_dir()
-    run = RunDir(config.run_dir())
-    settings = {"dataset": config.dataset, "data": _loader_settings(config), "version": __version__,
+class Prepare(Stage):
+    """Raw dataset files -> the run directory's data artifacts, with the counts a user checks first."""
+
+    name = "prepare"
+    about = "items and dialogue samples of {config.dataset}"
+
+    def inputs(self, config: Config, run: RunDir) -> list[Path]:
+        return _dataset_files(config, config.resolved_data_dir())
+
+    def outputs(self, config: Config) -> list[str]:
+        return list(OUTPUTS)
+
+    def settings(self, config: Config, run: RunDir) -> dict:
+        return {"dataset": config.dataset, "data": _loader_settings(config), "version": __version__,
                 "kascrs": config.baselines.ease_use_kascrs}
-    fp = fingerprint(settings, _dataset_files(config, data_dir))
-    if not force and run.is_current("prepare", fp, OUTPUTS):
-        return run.summary("prepare") | {"skipped": True}
 
-    loaded = LOADERS[config.data.resolved_format(config.dataset)](config, data_dir)
-    items, dialogues, item_sets = loaded.items, loaded.dialogues, loaded.item_sets
+    def work(self, config: Config, run: RunDir) -> dict:
+        loaded = LOADERS[config.data.resolved_format(config.dataset)](config, config.resolved_data_dir())
+        items, dialogues, item_sets = loaded.items, loaded.dialogues, loaded.item_sets
+        summary: dict = {"dataset": config.dataset, "items": len(items), "splits": {}}
+        write_table(run.path("items.parquet"), items_to_table(items), ITEMS_SCHEMA)
+        for split in SPLITS:
+            samples = build_samples(
+                dialogues[split],
+                require_context_entity=config.data.require_context_entity,
+                drop_repeated_targets=split == "train",
+            )
+            write_table(run.path("samples", f"{split}.parquet"), samples_to_table(samples), SAMPLES_SCHEMA)
+            summary["splits"][split] = _split_counts(dialogues[split], samples)
+            if split in loaded.sources:
+                summary["splits"][split]["source"] = loaded.sources[split]
+        write_table(run.path("item_sets.parquet"),
+                    pa.Table.from_pylist([{"dialog_id": d, "items": i} for d, i in item_sets],
+                                         schema=ITEM_SETS_SCHEMA),
+                    ITEM_SETS_SCHEMA)
+        summary["item_sets"] = len(item_sets)
+        summary["train_labels"] = summary["splits"]["train"]["pairs"]
+        summary["label"] = config.dataset_label()
+        summary["paper_train_labels"] = config.data.paper_train_labels
+        write_json(run.path("prepare_summary.json"), summary)
+        return summary
 
-    summary: dict = {"dataset": config.dataset, "items": len(items), "splits": {}}
-    write_table(run.path("items.parquet"), items_to_table(items), ITEMS_SCHEMA)
-    for split in SPLITS:
-        samples = build_samples(
-            dialogues[split],
-            require_context_entity=config.data.require_context_entity,
-            drop_repeated_targets=split == "train",
-        )
-        write_table(run.path("samples", f"{split}.parquet"), samples_to_table(samples), SAMPLES_SCHEMA)
-        summary["splits"][split] = _split_counts(dialogues[split], samples)
-        if split in loaded.sources:
-            summary["splits"][split]["source"] = loaded.sources[split]
-    write_table(run.path("item_sets.parquet"),
-                pa.Table.from_pylist([{"dialog_id": d, "items": i} for d, i in item_sets], schema=ITEM_SETS_SCHEMA),
-                ITEM_SETS_SCHEMA)
-    summary["item_sets"] = len(item_sets)
-    summary["train_labels"] = summary["splits"]["train"]["pairs"]
-    summary["label"] = config.dataset_label()
-    summary["paper_train_labels"] = config.data.paper_train_labels
-    write_json(run.path("prepare_summary.json"), summary)
-    run.mark_done("prepare", fp, OUTPUTS, summary)
-    return summary | {"skipped": False}
-
-
-def load_prepared(run_dir: Path) -> PreparedData:
-    """Read what `prepare` wrote (schemas checked), for the stages after it."""
-    run = RunDir(run_dir)
-    catalog = table_to_catalog(read_table(run.path("items.parquet"), ITEMS_SCHEMA))
-    samples = {s: table_to_samples(read_table(run.path("samples", f"{s}.parquet"), SAMPLES_SCHEMA)) for s in SPLITS}
-    item_sets = read_table(run.path("item_sets.parquet"), ITEM_SETS_SCHEMA).column("items").to_pylist()
-    return PreparedData(catalog=catalog, samples=samples, item_sets=item_sets)
+    def describe(self, figures: Mapping[str, Any], config: Config) -> list[str]:
+        return format_summary(figures).splitlines()
 
 
-def format_summary(summary: dict) -> str:
+def format_summary(summary: Mapping[str, Any]) -> str:
     """The counts `crs prepare` prints, next to the paper's training label count."""
     lines = [f"dataset: {summary.get('label', summary['dataset'])}",
              f"catalog items: {summary['items']}",
@@ -188,3 +180,6 @@ def format_summary(summary: dict) -> str:
         lines.append("extra item sets for collaborative baselines (KASCRS, valid/test excluded): "
                      f"{summary['item_sets']}")
     return "\n".join(lines)
+
+
+STAGE = Prepare()

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from crs_core.artifacts import RunDir, fingerprint
+from crs_core.artifacts import RunDir
 from crs_core.config import Config
 from crs_core.models import Recommender
+from crs_core.stages.base import Stage
 
 SYNTHETIC = "synthetic.parquet"
 
@@ -72,33 +75,51 @@ def train_augmented(config: Config, run: RunDir, synthetic: str = SYNTHETIC,
     return model, stage1, stage2
 
 
-def run_two_stage(config: Config, run: RunDir, force: bool = False) -> dict:
-    """Train both variants unless saved ones match the data, the synthetic labels and the settings."""
-    baseline_name, augmented_name = model_names(config)
-    outputs = [f"models/{baseline_name}/model.json", f"models/{augmented_name}/model.json"]
-    inputs = [run.path("items.parquet"), *(run.path("samples", f"{s}.parquet") for s in ("train", "valid")),
-              run.path(SYNTHETIC)]
-    fp = fingerprint({"train": dataclasses.asdict(config.train), "seed": training_seed(config)}, inputs)
-    if not force and run.is_current("train", fp, outputs):
-        return run.summary("train") | {"skipped": True}
+class Train(Stage):
+    """Train both variants; their model directories are named by `model_names`."""
 
-    baseline, baseline_metrics = train_baseline(config, run)
-    baseline.save(run.path("models", baseline_name))
-    augmented, stage1, stage2 = train_augmented(config, run)
-    augmented.save(run.path("models", augmented_name))
+    name = "train"
+    about = "backbone {config.train.backbone} without augmentation, then stage 1 (synthetic) and stage 2 (+KL)"
+    needs_ray = True
 
-    summary = {
-        "backbone": config.train.backbone,
-        "alpha": config.train.alpha,
-        "seed": training_seed(config),
-        "baseline": brief(baseline_metrics),
-        "stage1": brief(stage1),
-        "stage2": brief(stage2),
-        "models": [baseline_name, augmented_name],
-        "figure": draw_training_curves(config, run, baseline_metrics, stage1, stage2),
-    }
-    run.mark_done("train", fp, outputs, summary)
-    return summary | {"skipped": False}
+    def inputs(self, config: Config, run: RunDir) -> list[Path]:
+        return [run.path("items.parquet"), *(run.path("samples", f"{s}.parquet") for s in ("train", "valid")),
+                run.path(SYNTHETIC)]
+
+    def outputs(self, config: Config) -> list[str]:
+        return [f"models/{name}/model.json" for name in model_names(config)]
+
+    def settings(self, config: Config, run: RunDir) -> dict:
+        return {"train": dataclasses.asdict(config.train), "seed": training_seed(config)}
+
+    def work(self, config: Config, run: RunDir) -> dict:
+        baseline_name, augmented_name = model_names(config)
+        baseline, baseline_metrics = train_baseline(config, run)
+        baseline.save(run.path("models", baseline_name))
+        augmented, stage1, stage2 = train_augmented(config, run)
+        augmented.save(run.path("models", augmented_name))
+        return {
+            "backbone": config.train.backbone,
+            "alpha": config.train.alpha,
+            "seed": training_seed(config),
+            "baseline": brief(baseline_metrics),
+            "stage1": brief(stage1),
+            "stage2": brief(stage2),
+            "models": [baseline_name, augmented_name],
+            "figure": draw_training_curves(config, run, baseline_metrics, stage1, stage2),
+        }
+
+    def describe(self, figures: Mapping[str, Any], config: Config) -> list[str]:
+        lines = [f"backbone {figures['backbone']}, alpha {figures['alpha']:g} (best epoch by valid Recall@50)"]
+        parts = (("no augmentation", "baseline"), ("stage 1 (synthetic)", "stage1"), ("stage 2 (+KL)", "stage2"))
+        for label, key in parts:
+            part = figures[key]
+            recall = part["valid"].get("valid_recall@50")
+            shown = "-" if recall is None else f"{100 * recall:.2f}%"
+            lines.append(f"  {label:<20} epoch {part['best_epoch']}/{part['epochs']}: valid R@50 {shown}")
+        if figures.get("figure"):  # none for runs only reloaded from Ray checkpoints
+            lines.append(f"  figure: {figures['figure']} (valid recall per epoch of each stage)")
+        return lines
 
 
 def brief(metrics: dict) -> dict:
@@ -123,3 +144,6 @@ def draw_training_curves(config: Config, run: RunDir, baseline: dict, stage1: di
                          tau=config.synthesize.threshold, seed=training_seed(config),
                          selected_by=selection_key(config.train.backbone))
     return TRAINING_CURVES
+
+
+STAGE = Train()

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from crs_core.artifacts import RunDir, fingerprint, write_table
+from crs_core.artifacts import RunDir, write_table
 from crs_core.config import Config, RetrievalConfig
-from crs_core.embed import ITEMS, read_embeddings
+from crs_core.data.prepared import SPLITS, load_prepared
 from crs_core.errors import ConfigError, DataError
 from crs_core.lexical import LexicalIndex
-from crs_core.prepare import SPLITS, load_prepared
 from crs_core.schema import CANDIDATES_SCHEMA, Item, Sample
+from crs_core.stages.base import Stage
+from crs_core.stages.embed import ITEMS, read_embeddings
 
 OUTPUTS = tuple(f"candidates/{split}.parquet" for split in SPLITS)
 CHUNK = 1024  # contexts scored against the whole catalog at once (hybrid)
@@ -155,36 +158,63 @@ def candidate_recall(candidates: pa.Table, samples: Sequence[Sample]) -> dict:
             "recall_new": hits_new / n_new if n_new else None, "n_new": n_new}
 
 
-def run_retrieve(config: Config, run: RunDir, force: bool = False) -> dict:
-    """Top-K candidates for every split's contexts unless saved ones match the embeddings and settings."""
-    embedding_files = [run.path("embeddings", f"{group}.parquet") for group in (ITEMS, *SPLITS)]
-    sample_files = [run.path("samples", f"{split}.parquet") for split in SPLITS]
-    fp = fingerprint({"retrieval": dataclasses.asdict(config.retrieval)}, embedding_files + sample_files)
-    if not force and run.is_current("retrieve", fp, OUTPUTS):
-        return run.summary("retrieve") | {"skipped": True}
+class Retrieve(Stage):
+    """Top-K candidates for every split's contexts from the embeddings (no collaborative data)."""
 
-    data = load_prepared(run.root)
-    samples = data.samples
-    item_keys, item_vectors = read_embeddings(embedding_files[0])
-    item_ids = np.array([int(key) for key in item_keys], dtype=np.int64)
-    if any(int(i) not in data.catalog for i in item_ids):
-        raise DataError(embedding_files[0], "keys are not the catalog's item ids: rerun the embed stage", field="key")
-    items = [data.catalog.get(int(i)) for i in item_ids]
-    settings = config.retrieval
-    lexical = LexicalIndex(items, settings.lexical) if settings.method == "hybrid" else None
-    k = min(settings.top_k, len(item_ids))
-    summary: dict = {"top_k": k, "items": len(item_ids), "method": settings.method, "splits": {}}
-    start = time.perf_counter()
-    for split, path in zip(SPLITS, embedding_files[1:]):
-        sample_ids, queries = read_embeddings(path)
-        by_id = {s.sample_id: s for s in samples[split]}
-        if sorted(sample_ids) != sorted(by_id):
-            raise DataError(path, f"keys do not match samples/{split}.parquet: rerun the embed stage")
-        ordered = [by_id[sample_id] for sample_id in sample_ids]
-        scores, indices = retrieve(queries, item_vectors, items, ordered, settings, lexical)
-        table = candidates_table(sample_ids, item_ids, scores, indices)
-        write_table(run.path("candidates", f"{split}.parquet"), table, CANDIDATES_SCHEMA)
-        summary["splits"][split] = {"samples": len(sample_ids), **candidate_recall(table, samples[split])}
-    summary["seconds"] = round(time.perf_counter() - start, 3)
-    run.mark_done("retrieve", fp, OUTPUTS, summary)
-    return summary | {"skipped": False}
+    name = "retrieve"
+    about = "the top-{config.retrieval.top_k} candidate items of every context"
+
+    def inputs(self, config: Config, run: RunDir) -> list[Path]:
+        return ([run.path("embeddings", f"{group}.parquet") for group in (ITEMS, *SPLITS)]
+                + [run.path("samples", f"{split}.parquet") for split in SPLITS])
+
+    def outputs(self, config: Config) -> list[str]:
+        return list(OUTPUTS)
+
+    def settings(self, config: Config, run: RunDir) -> dict:
+        return {"retrieval": dataclasses.asdict(config.retrieval)}
+
+    def work(self, config: Config, run: RunDir) -> dict:
+        data = load_prepared(run.root)
+        samples = data.samples
+        items_path = run.path("embeddings", f"{ITEMS}.parquet")
+        item_keys, item_vectors = read_embeddings(items_path)
+        item_ids = np.array([int(key) for key in item_keys], dtype=np.int64)
+        if any(int(i) not in data.catalog for i in item_ids):
+            raise DataError(items_path, "keys are not the catalog's item ids: rerun the embed stage", field="key")
+        items = [data.catalog.get(int(i)) for i in item_ids]
+        settings = config.retrieval
+        lexical = LexicalIndex(items, settings.lexical) if settings.method == "hybrid" else None
+        k = min(settings.top_k, len(item_ids))
+        summary: dict = {"top_k": k, "items": len(item_ids), "method": settings.method, "splits": {}}
+        start = time.perf_counter()
+        for split in SPLITS:
+            path = run.path("embeddings", f"{split}.parquet")
+            sample_ids, queries = read_embeddings(path)
+            by_id = {s.sample_id: s for s in samples[split]}
+            if sorted(sample_ids) != sorted(by_id):
+                raise DataError(path, f"keys do not match samples/{split}.parquet: rerun the embed stage")
+            ordered = [by_id[sample_id] for sample_id in sample_ids]
+            scores, indices = retrieve(queries, item_vectors, items, ordered, settings, lexical)
+            table = candidates_table(sample_ids, item_ids, scores, indices)
+            write_table(run.path("candidates", f"{split}.parquet"), table, CANDIDATES_SCHEMA)
+            summary["splits"][split] = {"samples": len(sample_ids), **candidate_recall(table, samples[split])}
+        summary["seconds"] = round(time.perf_counter() - start, 3)
+        return summary
+
+    def describe(self, figures: Mapping[str, Any], config: Config) -> list[str]:
+        k = figures["top_k"]
+        lines = [f"candidate recall@{k} (gold targets among the retrieved top-{k}, retrieval "
+                 f"{figures.get('method', 'dense')}; no collaborative data)",
+                 f"  {'split':<6} {'all targets':>16} {'not mentioned before':>22}"]
+        for split, r in figures["splits"].items():
+            lines.append(f"  {split:<6} {_pct(r['recall']):>8} (n={r['n']:<5}) "
+                         f"{_pct(r['recall_new']):>10} (n={r['n_new']})")
+        return lines
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+STAGE = Retrieve()

@@ -10,20 +10,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from crs_core.artifacts import RunDir, fingerprint, read_table, write_table
+from crs_core.artifacts import RunDir, read_table, write_table
 from crs_core.config import ActorPoolConfig, Config, EncoderConfig
+from crs_core.data.prepared import SPLITS, PreparedData, load_prepared
 from crs_core.encoders import DOCUMENT, KINDS, QUERY, Encoder, build_encoder
 from crs_core.errors import DataError
 from crs_core.memory import release_free_memory
-from crs_core.prepare import SPLITS, PreparedData, load_prepared
 from crs_core.progress import progress
 from crs_core.schema import EMBEDDINGS_SCHEMA, Sample
+from crs_core.stages.base import Stage
 from crs_core.text import render_context, seeker_query
 
 ITEMS = "items"
@@ -129,41 +131,54 @@ def read_embeddings(path: Path) -> tuple[list[str], np.ndarray]:
     return table.column("key").to_pylist(), matrix
 
 
-def run_embed(config: Config, run: RunDir, force: bool = False) -> dict:
-    """Embed the catalog and every split's contexts unless the saved embeddings match inputs and encoder.
+class Embed(Stage):
+    """The catalog and every split's contexts to vectors; the actor pool settings are left out of the
+    fingerprint: they change speed, not the vectors."""
 
-    The actor pool settings are left out of the fingerprint: they change speed, not the vectors.
-    """
-    inputs = [run.path("items.parquet"), *(run.path("samples", f"{s}.parquet") for s in SPLITS)]
-    encoder_settings = {k: v for k, v in dataclasses.asdict(config.encoder).items() if k != "pool"}
-    fp = fingerprint({"encoder": encoder_settings, "text_version": TEXT_VERSION}, inputs)
-    if not force and run.is_current("embed", fp, OUTPUTS):
-        return run.summary("embed") | {"skipped": True}
+    name = "embed"
+    about = "item descriptions and dialogue contexts to vectors (encoder {config.encoder.kind})"
+    needs_ray = True
 
-    texts = embedding_texts(load_prepared(run.root), config.encoder.query_seeker_turns)
-    pool = config.encoder.pool
-    start = time.perf_counter()
-    matrix = embed_with_ray(texts, config.encoder, pool)
-    seconds = time.perf_counter() - start
+    def inputs(self, config: Config, run: RunDir) -> list[Path]:
+        return [run.path("items.parquet"), *(run.path("samples", f"{s}.parquet") for s in SPLITS)]
 
-    groups = np.asarray(texts.column("group").to_pylist())
-    keys = np.asarray(texts.column("key").to_pylist(), dtype=object)
-    counts = {}
-    for group in GROUPS:
-        rows = np.flatnonzero(groups == group)
-        write_table(run.path("embeddings", f"{group}.parquet"), embeddings_table(keys[rows], matrix[rows]),
-                    EMBEDDINGS_SCHEMA)
-        counts[group] = len(rows)
-    summary = {
-        "encoder": config.encoder.model or config.encoder.kind,
-        "dim": int(matrix.shape[1]) if matrix.size else 0,
-        "counts": counts,
-        "rows": texts.num_rows,
-        "seconds": round(seconds, 2),
-        "rows_per_s": round(texts.num_rows / seconds, 1) if seconds > 0 else None,
-        "actors": pool.actors,
-        "num_cpus_per_actor": pool.num_cpus,
-        "num_gpus_per_actor": pool.num_gpus,
-    }
-    run.mark_done("embed", fp, OUTPUTS, summary)
-    return summary | {"skipped": False}
+    def outputs(self, config: Config) -> list[str]:
+        return list(OUTPUTS)
+
+    def settings(self, config: Config, run: RunDir) -> dict:
+        encoder_settings = {k: v for k, v in dataclasses.asdict(config.encoder).items() if k != "pool"}
+        return {"encoder": encoder_settings, "text_version": TEXT_VERSION}
+
+    def work(self, config: Config, run: RunDir) -> dict:
+        texts = embedding_texts(load_prepared(run.root), config.encoder.query_seeker_turns)
+        pool = config.encoder.pool
+        start = time.perf_counter()
+        matrix = embed_with_ray(texts, config.encoder, pool)
+        seconds = time.perf_counter() - start
+        groups = np.asarray(texts.column("group").to_pylist())
+        keys = np.asarray(texts.column("key").to_pylist(), dtype=object)
+        counts = {}
+        for group in GROUPS:
+            rows = np.flatnonzero(groups == group)
+            write_table(run.path("embeddings", f"{group}.parquet"), embeddings_table(keys[rows], matrix[rows]),
+                        EMBEDDINGS_SCHEMA)
+            counts[group] = len(rows)
+        return {
+            "encoder": config.encoder.model or config.encoder.kind,
+            "dim": int(matrix.shape[1]) if matrix.size else 0,
+            "counts": counts,
+            "rows": texts.num_rows,
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(texts.num_rows / seconds, 1) if seconds > 0 else None,
+            "actors": pool.actors,
+            "num_cpus_per_actor": pool.num_cpus,
+            "num_gpus_per_actor": pool.num_gpus,
+        }
+
+    def describe(self, figures: Mapping[str, Any], config: Config) -> list[str]:
+        f = figures
+        return [(f"encoder {f['encoder']} (dim {f['dim']}): {f['rows']} texts in {f['seconds']}s "
+                 f"({f['rows_per_s']} rows/s, {f['actors']} actor(s))")]
+
+
+STAGE = Embed()

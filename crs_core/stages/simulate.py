@@ -22,16 +22,16 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from crs_core.artifacts import RunDir, write_json
 from crs_core.config import Config
+from crs_core.data.prepared import PreparedData, load_prepared
 from crs_core.errors import CRSError
-from crs_core.evaluate import saved_models
 from crs_core.evaluation import VARIANTS, evaluate_rankings, rank_catalog
 from crs_core.llm_chat import (
     ANSWER_CACHE_FILE,
@@ -42,13 +42,14 @@ from crs_core.llm_chat import (
     endpoint_config,
 )
 from crs_core.models import Recommender, load_model
-from crs_core.prepare import PreparedData, load_prepared
 from crs_core.prompt_file import ChatPrompt, load_chat_prompt
 from crs_core.redaction import redacted_copy
 from crs_core.schema import RECOMMENDER, SEEKER, Catalog, Sample
+from crs_core.stages.base import Stage
+from crs_core.stages.evaluate import saved_models
+from crs_core.stages.zero_shot import ZERO_SHOT_NAME, ZeroShotRecommender, zero_shot_recommender
 from crs_core.text import item_text
 from crs_core.titles import TitleGuard
-from crs_core.zero_shot import ZERO_SHOT_NAME, ZeroShotRecommender, zero_shot_recommender
 
 SIMULATE_FILE = "simulate.json"
 SIMULATE_KS = (1, 10, 50)
@@ -349,26 +350,62 @@ def open_simulation(config: Config, data: PreparedData, run: RunDir) -> Iterator
         yield Simulation(config, data, Seeker(endpoint, prompt, data.catalog, config.simulate.leak_retries), cache)
 
 
-def run_simulate(config: Config, models: Sequence[str]) -> dict:
-    """Simulate `simulate.dialogues` test dialogues against each named saved model (or `zero-shot`);
-    writes simulate.json and returns its content."""
-    run = RunDir(config.run_dir())
-    data = load_prepared(run.root)
-    known = saved_models(run)
-    unknown = [m for m in models if m != ZERO_SHOT_NAME and m not in known]
-    if unknown:
-        raise CRSError(f"no saved model {', '.join(unknown)} in {run.path('models')} (saved: "
-                       f"{', '.join(known) or 'none'}; or '{ZERO_SHOT_NAME}'); "
-                       "run `crs baselines` or `crs train` first")
-    results: dict[str, dict] = {}
-    with open_simulation(config, data, run) as simulation:
-        for name in models:
-            if name == ZERO_SHOT_NAME:
-                with simulation.zero_shot() as recommender:
-                    results[name] = simulation.play(recommender)
-            else:
-                model = load_model(run.path("models", name), data.catalog)
-                results[name] = simulation.play(SavedModelRanker(name, model, data.catalog, config.evaluation.top_n))
-        report = simulation.report(results)
-    write_json(run.path(SIMULATE_FILE), report)
-    return report
+class Simulate(Stage):
+    """Simulate `simulate.dialogues` test dialogues against each named saved model (or `zero-shot`); writes
+    simulate.json. `models` None: the backbone with and without augmentation (and zero-shot when enabled).
+    Opt-in (`simulate.enabled`): it needs an LLM endpoint. No fingerprint: answers come from the cache."""
+
+    name = "simulate"
+    about = "the LLM user simulator against the trained models"
+
+    def __init__(self, models: Sequence[str] | None = None):
+        self.models = models
+
+    def enabled(self, config: Config) -> bool:
+        return config.simulate.enabled
+
+    def outputs(self, config: Config) -> list[str]:
+        return [SIMULATE_FILE]
+
+    def model_names(self, config: Config) -> list[str]:
+        from crs_core.stages.train import model_names
+
+        if self.models is not None:
+            return list(self.models)
+        return [*model_names(config), *([ZERO_SHOT_NAME] if config.zero_shot.enabled else [])]
+
+    def work(self, config: Config, run: RunDir) -> dict:
+        models = self.model_names(config)
+        data = load_prepared(run.root)
+        known = saved_models(run)
+        unknown = [m for m in models if m != ZERO_SHOT_NAME and m not in known]
+        if unknown:
+            raise CRSError(f"no saved model {', '.join(unknown)} in {run.path('models')} (saved: "
+                           f"{', '.join(known) or 'none'}; or '{ZERO_SHOT_NAME}'); "
+                           "run `crs baselines` or `crs train` first")
+        results: dict[str, dict] = {}
+        with open_simulation(config, data, run) as simulation:
+            for name in models:
+                if name == ZERO_SHOT_NAME:
+                    with simulation.zero_shot() as recommender:
+                        results[name] = simulation.play(recommender)
+                else:
+                    model = load_model(run.path("models", name), data.catalog)
+                    results[name] = simulation.play(SavedModelRanker(name, model, data.catalog,
+                                                                     config.evaluation.top_n))
+            report = simulation.report(results)
+        write_json(run.path(SIMULATE_FILE), report)
+        return report
+
+    def describe(self, figures: Mapping[str, Any], config: Config) -> list[str]:
+        """The per-turn table and the seeker's summary."""
+        return [f"{config.dataset} test, {len(figures['samples'])} simulated dialogues, seeker "
+                f"{figures['seeker_model']} (prompt {figures['seeker_prompt_version']}); cumulative recall in % "
+                "after N seeker turns",
+                "(a small local seeker such as SmolLM2-135M measures the harness, not the recommenders)",
+                *format_turn_table(figures["models"]).splitlines(),
+                *format_seeker_summary(figures["models"]).splitlines(),
+                f"written: {config.run_dir() / SIMULATE_FILE}"]
+
+
+STAGE = Simulate()

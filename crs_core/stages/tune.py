@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tempfile
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ from crs_core.config import Config
 from crs_core.errors import CRSError
 from crs_core.models import load_model
 from crs_core.schema import SAMPLES_SCHEMA, SCORES_SCHEMA, table_to_samples
-from crs_core.synthesize import expansion, synthesize
+from crs_core.stages.base import Stage
+from crs_core.stages.synthesize import expansion, synthesize
+from crs_core.stages.train import backbone_params, training_seed
 from crs_core.training.data import TrainingData, labelled, load_training_data
 from crs_core.training.loop import train_stage
 from crs_core.training.steps import (
@@ -44,7 +47,6 @@ from crs_core.training.steps import (
     validate,
     write_checkpoint,
 )
-from crs_core.two_stage import backbone_params, training_seed
 
 TUNE_DIR = "tune"
 BEST_FILE = "best.json"
@@ -111,10 +113,10 @@ def train_stage1_per_threshold(config: Config, run: RunDir, finetune: TrainingDa
     return checkpoints, expansions
 
 
-def _tuner(config: Config, experiment: Path, trainable, param_space: dict, force: bool):
+def _tuner(config: Config, experiment: Path, trainable, param_space: dict, fresh: bool):
     from ray import tune
 
-    if not force and tune.Tuner.can_restore(str(experiment)):
+    if not fresh and tune.Tuner.can_restore(str(experiment)):
         return tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
     scheduler = tune.schedulers.ASHAScheduler(time_attr="training_iteration", max_t=config.train.epochs_stage2,
                                               grace_period=min(config.tune.grace_period, config.train.epochs_stage2),
@@ -174,8 +176,8 @@ def plot_grid(rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
-def run_tune(config: Config, run: RunDir, force: bool = False) -> dict:
-    """The sweep, the best config written to tune/best.json and its model saved as models/<backbone>-tuned."""
+def run_sweep(config: Config, run: RunDir, fresh: bool = False) -> dict:
+    """The sweep; returns what tune/best.json holds (the best trial and every trial's row)."""
     from ray import tune
 
     inputs = [run.path(p) for p in INPUTS]
@@ -192,7 +194,7 @@ def run_tune(config: Config, run: RunDir, force: bool = False) -> dict:
                    "tau": tune.grid_search([float(t) for t in config.tune.thresholds]),
                    "learning_rate": tune.grid_search([float(x) for x in config.tune.learning_rates
                                                       or [config.train.learning_rate]])}
-    results = _tuner(config, experiment, trainable, param_space, force).fit()
+    results = _tuner(config, experiment, trainable, param_space, fresh).fit()
     errors = [r.error for r in results if r.error is not None]
     if errors:
         raise CRSError(f"{len(errors)} tune trial(s) failed, e.g. {errors[0]!r}; rerun `crs tune` to resume them")
@@ -209,3 +211,38 @@ def run_tune(config: Config, run: RunDir, force: bool = False) -> dict:
             "experiment": str(experiment), "model": f"models/{tuned_model_name(config)}", "trials": rows}
     write_json(run.path(TUNE_DIR, BEST_FILE), best)
     return best
+
+
+class Tune(Stage):
+    """The sweep, the best config written to tune/best.json and its model saved as models/<backbone>-tuned.
+    No fingerprint of its own: the experiment folder is named by one, and Ray Tune restores its trials
+    (`fresh` starts the sweep over)."""
+
+    name = "tune"
+    about = "Ray Tune sweep of alpha x tau"
+    needs_ray = True
+
+    def __init__(self, fresh: bool = False):
+        self.fresh = fresh
+
+    def outputs(self, config: Config) -> list[str]:
+        return [f"{TUNE_DIR}/{BEST_FILE}", f"{TUNE_DIR}/{PLOT_FILE}", f"models/{tuned_model_name(config)}/model.json"]
+
+    def work(self, config: Config, run: RunDir) -> dict:
+        return run_sweep(config, run, self.fresh)
+
+    def describe(self, figures: Mapping[str, Any], config: Config) -> list[str]:
+        lines = ["stage 2 per trial; trials stopped early by ASHA ran fewer epochs",
+                 f"{'alpha':>6} {'tau':>5} {'lr':>8} {'epochs':>6} {'best':>5} {'valid R@50':>10} {'valid R@10':>10}"]
+        for r in figures["trials"]:
+            lines.append(f"{r['alpha']:>6g} {r['tau']:>5g} {r['learning_rate']:>8.0e} {r['epochs_run']:>6} "
+                         f"{r['best_epoch']:>5} {100 * r['valid_recall@50']:>9.2f}% "
+                         f"{100 * r['valid_recall@10']:>9.2f}%")
+        exp = figures["expansion"]
+        lines.append(f"best: alpha {figures['alpha']:g}, tau {figures['tau']:g}, lr {figures['learning_rate']:g} "
+                     f"(valid R@50 {100 * figures['valid_recall@50']:.2f}% at epoch {figures['best_epoch']}; "
+                     f"labels {exp['original_labels']:,} -> {exp['synthetic_labels']:,} at this tau)")
+        return lines
+
+
+STAGE = Tune()

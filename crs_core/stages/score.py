@@ -1,5 +1,5 @@
-"""Stages `distill` and `score`: fine-tune the student on the teacher's labels, then score EVERY retrieved
-(train sample, candidate) pair with it on Ray Data actors.
+"""Stage `score` (after `distill`): score EVERY retrieved (train sample, candidate) pair with the student on
+Ray Data actors.
 
 One Ray Data row is one context with all its ~50 candidates, so an actor scores them in one tensor batch
 (`student.pool.batch_size` pairs per forward pass) instead of 50 one-pair calls. The student is trained in
@@ -9,20 +9,19 @@ the run directory on shared storage).
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from crs_core import __version__
-from crs_core.artifacts import RunDir, atomic_dir, fingerprint, read_table, write_table
+from crs_core.artifacts import RunDir, read_table, write_table
 from crs_core.config import ActorPoolConfig, Config
 from crs_core.errors import ConfigError, DataError
 from crs_core.memory import release_free_memory
@@ -32,17 +31,16 @@ from crs_core.schema import (
     ITEMS_SCHEMA,
     SAMPLES_SCHEMA,
     SCORES_SCHEMA,
-    TEACHER_SCHEMA,
     Catalog,
     Sample,
     table_to_catalog,
     table_to_samples,
 )
-from crs_core.student import StudentScorer, build_scorer, expected_score
+from crs_core.stages.base import Stage
+from crs_core.stages.distill import STUDENT_DIR, agreement
+from crs_core.student import StudentScorer, expected_score
 from crs_core.text import item_text, render_context
 
-STUDENT_DIR = "checkpoints/student"
-STUDENT_OUTPUTS = (f"{STUDENT_DIR}/student.json",)
 CANDIDATES = "candidates/train.parquet"
 SCORES = "scores.parquet"
 PARTS_DIR = "scores.parts"  # finished blocks of a scoring run, removed once scores.parquet is written
@@ -191,110 +189,81 @@ def score_histogram(scores: np.ndarray) -> dict[str, int]:
     return {f"{lo:g}-{hi:g}": int(c) for lo, hi, c in zip(HISTOGRAM_EDGES, HISTOGRAM_EDGES[1:], counts)}
 
 
-def _student_settings(config: Config) -> dict:
-    """What decides the trained student (the actor pool and the scoring engine do not)."""
-    student = {k: v for k, v in dataclasses.asdict(config.student).items()
-               if k not in ("pool", "max_candidates", "engine", "candidates")}
-    return {"student": student, "seed": config.seed, "version": __version__}
+class Score(Stage):
+    """Writes scores.parquet (SCORES_SCHEMA). The student enters the fingerprint through the fingerprint
+    `distill` recorded, so a retrained student rescores."""
 
+    name = "score"
+    about = "student {config.student.kind} scores every candidate"
+    needs_ray = True
 
-def ensure_student(config: Config, run: RunDir, force: bool = False) -> tuple[str, dict]:
-    """Train and save the student unless `checkpoints/student` is current; returns (fingerprint, summary)."""
-    from crs_core.student.train import save_student, teacher_triplets, train_student
+    def inputs(self, config: Config, run: RunDir) -> list[Path]:
+        return [run.path(CANDIDATES), run.path("items.parquet"), run.path("samples", "train.parquet")]
 
-    inputs = [run.path("teacher.parquet"), run.path("items.parquet"), run.path("samples", "train.parquet")]
-    if config.student.kind == "features":
-        inputs.append(run.path("embeddings", "items.parquet"))
-    fp = fingerprint(_student_settings(config), inputs)
-    if not force and run.is_current("distill", fp, STUDENT_OUTPUTS):
-        return fp, run.summary("distill") | {"skipped": True}
-    catalog = table_to_catalog(read_table(inputs[1], ITEMS_SCHEMA))
-    samples = table_to_samples(read_table(inputs[2], SAMPLES_SCHEMA))
-    if config.student.kind == "features":
-        from crs_core.student.feature_pipeline import train_feature_student
+    def outputs(self, config: Config) -> list[str]:
+        return [SCORES]
 
-        with atomic_dir(run.path(STUDENT_DIR)) as tmp:
-            summary = train_feature_student(config.student, config.seed, read_table(inputs[0], TEACHER_SCHEMA),
-                                            samples, catalog, run, Path(tmp))
-        run.mark_done("distill", fp, STUDENT_OUTPUTS, summary)
-        return fp, summary | {"skipped": False}
-    triplets = teacher_triplets(read_table(inputs[0], TEACHER_SCHEMA), samples, catalog)
-    scorer = build_scorer(config.student, config.seed)
-    summary = {"kind": config.student.kind, **train_student(scorer, triplets, config.student, config.seed)}
-    save_student(scorer, run.path(STUDENT_DIR))
-    run.mark_done("distill", fp, STUDENT_OUTPUTS, summary)
-    return fp, summary | {"skipped": False}
+    def settings(self, config: Config, run: RunDir) -> dict:
+        return {"student": run.recorded_fingerprint("distill"), "max_candidates": config.student.max_candidates,
+                "engine": config.student.engine, "candidates": config.student.candidates}
 
+    def work(self, config: Config, run: RunDir) -> dict:
+        candidates_path, items_path, samples_path = self.inputs(config, run)
+        samples = table_to_samples(read_table(samples_path, SAMPLES_SCHEMA))
+        catalog = table_to_catalog(read_table(items_path, ITEMS_SCHEMA))
+        if config.student.candidates == "catalog":
+            rows = catalog_rows(samples, catalog)
+        else:
+            rows = candidate_rows(read_table(candidates_path, CANDIDATES_SCHEMA), samples,
+                                  set(catalog.item_ids.tolist()), config.student.max_candidates)
+        if not rows:
+            raise DataError(candidates_path, "no candidates for any train sample")
+        started = time.perf_counter()
+        if config.student.kind == "features":
+            from crs_core.student.feature_pipeline import score_feature_rows
 
-def run_score(config: Config, run: RunDir, force: bool = False) -> dict:
-    """Stage `score` (after `distill`): writes scores.parquet (SCORES_SCHEMA); skipped when current."""
-    student_fp, student = ensure_student(config, run, force)
-    inputs = [run.path(CANDIDATES), run.path("items.parquet"), run.path("samples", "train.parquet")]
-    fp = fingerprint({"student": student_fp, "max_candidates": config.student.max_candidates,
-                      "engine": config.student.engine, "candidates": config.student.candidates}, inputs)
-    if not force and run.is_current("score", fp, (SCORES,)):
-        return run.summary("score") | {"skipped": True, "student": student}
-    samples = table_to_samples(read_table(inputs[2], SAMPLES_SCHEMA))
-    catalog = table_to_catalog(read_table(inputs[1], ITEMS_SCHEMA))
-    if config.student.candidates == "catalog":
-        rows = catalog_rows(samples, catalog)
-    else:
-        rows = candidate_rows(read_table(inputs[0], CANDIDATES_SCHEMA), samples, set(catalog.item_ids.tolist()),
-                              config.student.max_candidates)
-    if not rows:
-        raise DataError(inputs[0], "no candidates for any train sample")
-    started = time.perf_counter()
-    if config.student.kind == "features":
-        from crs_core.student.feature_pipeline import score_feature_rows
+            table = _scores_table(*score_feature_rows(run.path(STUDENT_DIR), rows, samples, catalog, run))
+            table, fresh = table.sort_by([("sample_id", "ascending"), ("item_id", "ascending")]), table.num_rows
+        else:
+            parts_dir = run.path(PARTS_DIR, self.fingerprint(config, run)[:16])
+            table, fresh = score_with_ray(rows, run.path(STUDENT_DIR), items_path, config.student.pool, parts_dir,
+                                          config.student.engine)
+            shutil.rmtree(run.path(PARTS_DIR))
+        seconds = time.perf_counter() - started
+        write_table(run.path(SCORES), table, SCORES_SCHEMA)
+        features = config.student.kind == "features"
+        return {
+            "contexts": len(rows),
+            "pairs": table.num_rows,
+            "scored_now": fresh,
+            "resumed": table.num_rows - fresh,
+            "seconds": seconds,
+            "pairs_per_second": fresh / seconds if seconds > 0 and fresh else None,
+            "candidates": config.student.candidates,
+            "actors": 0 if features else config.student.pool.actors,
+            "engine": "in-process (vectorised)" if features else config.student.engine,
+            "agreement": agreement(run.summary("distill")),
+            "histogram": score_histogram(table.column("score").to_numpy()),
+        }
 
-        table = _scores_table(*score_feature_rows(run.path(STUDENT_DIR), rows, samples, catalog, run))
-        table, fresh = table.sort_by([("sample_id", "ascending"), ("item_id", "ascending")]), table.num_rows
-    else:
-        parts_dir = run.path(PARTS_DIR, fp[:16])
-        table, fresh = score_with_ray(rows, run.path(STUDENT_DIR), inputs[1], config.student.pool, parts_dir,
-                                      config.student.engine)
-        shutil.rmtree(run.path(PARTS_DIR))
-    seconds = time.perf_counter() - started
-    write_table(run.path(SCORES), table, SCORES_SCHEMA)
-    scores = table.column("score").to_numpy()
-    summary = {
-        "contexts": len(rows),
-        "pairs": table.num_rows,
-        "scored_now": fresh,
-        "resumed": table.num_rows - fresh,
-        "seconds": seconds,
-        "pairs_per_second": fresh / seconds if seconds > 0 and fresh else None,
-        "candidates": config.student.candidates,
-        "actors": 0 if config.student.kind == "features" else config.student.pool.actors,
-        "engine": "in-process (vectorised)" if config.student.kind == "features" else config.student.engine,
-        "agreement": {"mae": student.get("holdout_mae"), "spearman": student.get("holdout_spearman"),
-                      **{k: v for k, v in student.get("oof", {}).items() if k not in ("mae", "spearman")}},
-        "histogram": score_histogram(scores),
-    }
-    run.mark_done("score", fp, (SCORES,), summary)
-    return summary | {"skipped": False, "student": student}
+    def describe(self, figures: Mapping[str, Any], config: Config) -> list[str]:
+        return format_score(figures).splitlines()
 
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def format_score(summary: dict) -> str:
-    """What `crs score` prints: throughput, agreement with the teacher and where the scores fall."""
-    student, agree = summary["student"], summary["agreement"]
-    held = (f"out-of-fold ({student['folds']}-fold grouped by context, {student['contexts']} contexts)"
-            if "folds" in student else "held-out")
-    lines = [f"student ({student['kind']}): {student['train_pairs']} training pairs, "
-             f"{student['failed_excluded']} failed teacher rows left out; "
-             f"{held} MAE {_num(agree['mae'])}, Spearman {_num(agree['spearman'])}"]
-    if "spearman_non_gold" in agree:
-        precision = agree["precision_relevant"]
-        lines.append(f"  Spearman on non-gold pairs {_num(agree['spearman_non_gold'])}; student calls >= 3: "
-                     f"{agree['calls_relevant']}, of which the LLM judged >= 3: {_num(precision)}")
-    lines += [
-        f"scored {summary['pairs']:,} pairs ({summary.get('candidates', 'retrieved')} candidates) of "
-        f"{summary['contexts']:,} contexts in {summary['seconds']:.1f} s ({_num(summary['pairs_per_second'])} pairs/s, "
-        + (f"{summary['actors']} actor(s)" if summary["actors"] else summary["engine"])
-        + (f"; {summary['resumed']:,} kept from an interrupted run)" if summary.get("resumed") else ")"),
-        "score histogram: " + "  ".join(f"{k}: {v}" for k, v in summary["histogram"].items())]
-    return "\n".join(lines)
+def format_score(summary: Mapping[str, Any]) -> str:
+    """What `crs score` prints: throughput and where the scores fall (the student's agreement with the teacher
+    is distill's)."""
+    s = summary
+    return "\n".join([
+        f"scored {s['pairs']:,} pairs ({s.get('candidates', 'retrieved')} candidates) of "
+        f"{s['contexts']:,} contexts in {s['seconds']:.1f} s ({_num(s['pairs_per_second'])} pairs/s, "
+        + (f"{s['actors']} actor(s)" if s["actors"] else s["engine"])
+        + (f"; {s['resumed']:,} kept from an interrupted run)" if s.get("resumed") else ")"),
+        "score histogram: " + "  ".join(f"{k}: {v}" for k, v in s["histogram"].items())])
+
+
+STAGE = Score()

@@ -6,15 +6,16 @@ Only stored scores are re-filtered (nothing is re-scored), so a sweep over tau c
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from crs_core import __version__
-from crs_core.artifacts import RunDir, fingerprint, read_table, write_json, write_table
+from crs_core.artifacts import RunDir, read_table, write_json, write_table
 from crs_core.config import Config
 from crs_core.figures import STUDENT_SCORES, plot_student_scores
 from crs_core.schema import (
@@ -24,6 +25,7 @@ from crs_core.schema import (
     Sample,
     table_to_samples,
 )
+from crs_core.stages.base import Stage
 from crs_core.student.feature_pipeline import OOF_FILE, OOF_SCHEMA
 
 SYNTHETIC = "synthetic.parquet"
@@ -119,41 +121,49 @@ def plot_tau_curve(curve: Sequence[dict], path: Path, title: str, chosen: float)
     tmp.replace(path)
 
 
-def run_synthesize(config: Config, run: RunDir, force: bool = False) -> dict:
-    """Write synthetic.parquet (SYNTHETIC_SCHEMA) and the tau curve unless current for these scores and settings."""
-    inputs = [run.path("scores.parquet"), run.path("samples", "train.parquet")]
-    oof_path = run.path(OOF)
-    if oof_path.exists():
-        inputs.append(oof_path)
-    settings = {"threshold": config.synthesize.threshold, "curve": config.synthesize.curve_thresholds,
+class Synthesize(Stage):
+    """Write synthetic.parquet (SYNTHETIC_SCHEMA), the tau curve and the score figure."""
+
+    name = "synthesize"
+    about = "candidates scored >= tau {config.synthesize.threshold:g} become synthetic positives"
+
+    def inputs(self, config: Config, run: RunDir) -> list[Path]:
+        inputs = [run.path("scores.parquet"), run.path("samples", "train.parquet")]
+        return inputs + [run.path(OOF)] if run.path(OOF).exists() else inputs
+
+    def outputs(self, config: Config) -> list[str]:
+        return [SYNTHETIC, TAU_CURVE, TAU_PLOT, STUDENT_SCORES]
+
+    def settings(self, config: Config, run: RunDir) -> dict:
+        return {"threshold": config.synthesize.threshold, "curve": config.synthesize.curve_thresholds,
                 "version": __version__}
-    fp = fingerprint(settings, inputs)
-    outputs = (SYNTHETIC, TAU_CURVE, TAU_PLOT, STUDENT_SCORES)
-    if not force and run.is_current("synthesize", fp, outputs):
-        return run.summary("synthesize") | {"skipped": True}
-    samples = table_to_samples(read_table(inputs[1], SAMPLES_SCHEMA))
-    scores = read_table(inputs[0], SCORES_SCHEMA)
-    rows = synthesize(samples, scores, config.synthesize.threshold)
-    write_table(run.path(SYNTHETIC), pa.Table.from_pylist(rows, schema=SYNTHETIC_SCHEMA), SYNTHETIC_SCHEMA)
-    oof = read_table(oof_path, OOF_SCHEMA) if oof_path.exists() else None
-    curve = tau_curve(samples, scores, oof, sorted({*config.synthesize.curve_thresholds, config.synthesize.threshold}))
-    write_json(run.path(TAU_CURVE), {"dataset": config.dataset, "scored_pairs": scores.num_rows,
-                                     "judged_pairs": None if oof is None else oof.num_rows, "curve": curve})
-    judged = "no out-of-fold judgments" if oof is None else f"{oof.num_rows:,} judged pairs out of fold"
-    plot_tau_curve(curve, run.path(TAU_PLOT),
-                   f"{config.dataset_label()}: expansion over {scores.num_rows:,} scored pairs; "
-                   f"precision over {judged}", config.synthesize.threshold)
-    plot_student_scores(scores["score"].to_numpy(), run.path(STUDENT_SCORES), dataset=config.dataset_label(),
-                        tau=config.synthesize.threshold, seed=config.seed,
-                        judged=None if oof is None else (oof["student"].to_numpy(), oof["teacher"].to_numpy()))
-    at_tau = next(p for p in curve if p["threshold"] == config.synthesize.threshold)
-    summary = expansion(rows, config.synthesize.threshold) | {
-        "precision": at_tau["precision"], "judged_new_positives": at_tau["judged_new_positives"], "curve": curve}
-    run.mark_done("synthesize", fp, outputs, summary)
-    return summary | {"skipped": False}
+
+    def work(self, config: Config, run: RunDir) -> dict:
+        samples = table_to_samples(read_table(run.path("samples", "train.parquet"), SAMPLES_SCHEMA))
+        scores = read_table(run.path("scores.parquet"), SCORES_SCHEMA)
+        tau = config.synthesize.threshold
+        rows = synthesize(samples, scores, tau)
+        write_table(run.path(SYNTHETIC), pa.Table.from_pylist(rows, schema=SYNTHETIC_SCHEMA), SYNTHETIC_SCHEMA)
+        oof = read_table(run.path(OOF), OOF_SCHEMA) if run.path(OOF).exists() else None
+        curve = tau_curve(samples, scores, oof, sorted({*config.synthesize.curve_thresholds, tau}))
+        write_json(run.path(TAU_CURVE), {"dataset": config.dataset, "scored_pairs": scores.num_rows,
+                                         "judged_pairs": None if oof is None else oof.num_rows, "curve": curve})
+        judged = "no out-of-fold judgments" if oof is None else f"{oof.num_rows:,} judged pairs out of fold"
+        plot_tau_curve(curve, run.path(TAU_PLOT),
+                       f"{config.dataset_label()}: expansion over {scores.num_rows:,} scored pairs; "
+                       f"precision over {judged}", tau)
+        plot_student_scores(scores["score"].to_numpy(), run.path(STUDENT_SCORES), dataset=config.dataset_label(),
+                            tau=tau, seed=config.seed,
+                            judged=None if oof is None else (oof["student"].to_numpy(), oof["teacher"].to_numpy()))
+        at_tau = next(p for p in curve if p["threshold"] == tau)
+        return expansion(rows, tau) | {
+            "precision": at_tau["precision"], "judged_new_positives": at_tau["judged_new_positives"], "curve": curve}
+
+    def describe(self, figures: Mapping[str, Any], config: Config) -> list[str]:
+        return format_expansion(figures, config).splitlines()
 
 
-def format_expansion(summary: dict, config: Config) -> str:
+def format_expansion(summary: Mapping[str, Any], config: Config) -> str:
     """Our expansion next to the paper's when the dataset's registry entry has it (the paper used the full
     ReDial and a Gemma2-9b student)."""
     before, after = config.data.paper_train_labels, config.data.paper_augmented_labels
@@ -170,7 +180,7 @@ def format_expansion(summary: dict, config: Config) -> str:
     ])
 
 
-def _curve_lines(summary: dict) -> list[str]:
+def _curve_lines(summary: Mapping[str, Any]) -> list[str]:
     """The tau curve: expansion and out-of-fold precision of the new positives at each tau."""
     curve = summary.get("curve") or []
     if not curve:
@@ -184,3 +194,6 @@ def _curve_lines(summary: dict) -> list[str]:
         lines.append(f"  {p['threshold']:>5g} {ratio:>6} {p['added_labels']:>7,} {precision:>9} "
                      f"{p['judged_new_positives']:>6}")
     return lines
+
+
+STAGE = Synthesize()

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from crs_core.artifacts import RunDir, write_json
 from crs_core.config import Config
-from crs_core.evaluate import record_metrics
+from crs_core.data.prepared import load_prepared
 from crs_core.evaluation import evaluate_rankings, write_predictions
 from crs_core.llm_chat import (
     ANSWER_CACHE_FILE,
@@ -27,9 +28,10 @@ from crs_core.llm_chat import (
     Usage,
     endpoint_config,
 )
-from crs_core.prepare import load_prepared
 from crs_core.prompt_file import ChatPrompt, load_chat_prompt
 from crs_core.schema import Catalog, Sample
+from crs_core.stages.base import Stage
+from crs_core.stages.evaluate import record_metrics
 from crs_core.teacher.prompt import context_text
 from crs_core.titles import (
     FUZZY_CUTOFF,
@@ -131,7 +133,7 @@ def zero_shot_recommender(config: Config, catalog: Catalog, cache: AnswerCache |
         endpoint.close()
 
 
-def format_summary(summary: dict) -> str:
+def format_summary(summary: Mapping[str, Any]) -> str:
     usage = summary["usage"]
     by = summary["mapped_by"]
     lines = [
@@ -148,27 +150,51 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def run_zero_shot(config: Config, split: str = "test") -> tuple[dict, dict]:
+class ZeroShot(Stage):
     """Rank every `split` sample with targets, score it with the protocol, record it in metrics.json.
 
     Also writes the rankings as a predictions file (`crs evaluate --predictions` reads it back) and the
-    mapping summary. Returns (protocol result, summary).
-    """
-    run = RunDir(config.run_dir())
-    data = load_prepared(run.root)
-    samples = [s for s in data.samples[split] if s.targets]
-    cache = AnswerCache(run.path(ANSWER_CACHE_FILE))
-    try:
-        with zero_shot_recommender(config, data.catalog, cache) as recommender:
-            rankings = recommender.rank(samples)
-            summary = recommender.summary()
-    finally:
-        cache.close()
-    result = evaluate_rankings(rankings, samples, ks=config.evaluation.ks, top_n=config.evaluation.top_n)
-    run.path("zero_shot").mkdir(parents=True, exist_ok=True)
-    write_predictions(run.path("zero_shot", f"{split}_predictions.jsonl"), [s.sample_id for s in samples], rankings)
-    write_json(run.path("zero_shot", f"{split}_summary.json"), summary | {"split": split})
-    source = (f"zero-shot LLM {summary['model']} (prompt {summary['prompt_version']}, "
-              f"{100 * summary['mapped_share']:.1f}% of titles mapped, {summary['failed']} failed answers)")
-    record_metrics(run, split, {ZERO_SHOT_NAME: result}, {ZERO_SHOT_NAME: source})
-    return result, summary
+    mapping summary. Opt-in (`zero_shot.enabled`): it needs an LLM endpoint. No fingerprint: answers come
+    from the run's answer cache."""
+
+    name = "zero_shot"
+    about = "the zero-shot LLM recommender on the {split} split"
+
+    def __init__(self, split: str = "test"):
+        self.split = split
+
+    def announce(self, config: Config) -> str:
+        return f"== {self.name}: {self.about.format(split=self.split)} ..."
+
+    def enabled(self, config: Config) -> bool:
+        return config.zero_shot.enabled
+
+    def outputs(self, config: Config) -> list[str]:
+        return [f"zero_shot/{self.split}_predictions.jsonl", f"zero_shot/{self.split}_summary.json"]
+
+    def work(self, config: Config, run: RunDir) -> dict:
+        split = self.split
+        data = load_prepared(run.root)
+        samples = [s for s in data.samples[split] if s.targets]
+        cache = AnswerCache(run.path(ANSWER_CACHE_FILE))
+        try:
+            with zero_shot_recommender(config, data.catalog, cache) as recommender:
+                rankings = recommender.rank(samples)
+                summary = recommender.summary()
+        finally:
+            cache.close()
+        result = evaluate_rankings(rankings, samples, ks=config.evaluation.ks, top_n=config.evaluation.top_n)
+        run.path("zero_shot").mkdir(parents=True, exist_ok=True)
+        write_predictions(run.path("zero_shot", f"{split}_predictions.jsonl"), [s.sample_id for s in samples],
+                          rankings)
+        write_json(run.path("zero_shot", f"{split}_summary.json"), summary | {"split": split})
+        source = (f"zero-shot LLM {summary['model']} (prompt {summary['prompt_version']}, "
+                  f"{100 * summary['mapped_share']:.1f}% of titles mapped, {summary['failed']} failed answers)")
+        record_metrics(run, split, {ZERO_SHOT_NAME: result}, {ZERO_SHOT_NAME: source})
+        return {"split": split, "result": result, "summary": summary}
+
+    def describe(self, figures: Mapping[str, Any], config: Config) -> list[str]:
+        return format_summary(figures["summary"]).splitlines()
+
+
+STAGE = ZeroShot()

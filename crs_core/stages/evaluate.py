@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from crs_core.artifacts import RunDir, write_json
 from crs_core.config import Config
+from crs_core.data.prepared import PreparedData, load_prepared
 from crs_core.errors import CRSError
 from crs_core.evaluation import (
     TIE_ORDERS,
@@ -21,8 +23,8 @@ from crs_core.evaluation import (
 )
 from crs_core.evaluation.paired import pair_hits
 from crs_core.models import load_model
-from crs_core.prepare import PreparedData, load_prepared
 from crs_core.schema import Catalog, Sample
+from crs_core.stages.base import Stage
 
 METRICS_FILE = "metrics.json"
 
@@ -64,7 +66,7 @@ def results_figure(split: str) -> str:
 def draw_results_figure(config: Config, run: RunDir, hits: dict[str, np.ndarray], split: str) -> Path:
     """Recall@1/10/50 per model with 95% bootstrap intervals over the split's "removed" pairs."""
     from crs_core.figures import RESULT_KS, bootstrap_interval, plot_results
-    from crs_core.two_stage import training_seed
+    from crs_core.stages.train import training_seed
 
     intervals = {name: {k: bootstrap_interval(h[:, j]) for j, k in enumerate(RESULT_KS)} for name, h in hits.items()}
     path = run.path(results_figure(split))
@@ -83,16 +85,51 @@ def record_metrics(run: RunDir, split: str, results: dict[str, dict], provenance
     return metrics
 
 
-def run_evaluate(config: Config, models: list[str] | None = None, predictions: dict[str, Path] | None = None,
-                 split: str = "test", figure: bool = False) -> dict[str, dict]:
-    """Evaluate the named saved models (default: all saved) and prediction files {name: path}; with `figure`,
-    also draw their recall with bootstrap intervals (`draw_results_figure`)."""
+class Evaluate(Stage):
+    """Evaluate saved models and prediction files {name: path} on `split` (metrics.json); with `figure`, also
+    draw their recall with bootstrap intervals. `models` None: the models the pipeline trains (the backbone
+    with and without augmentation, and the baselines). No fingerprint: it reads every model again (seconds)."""
+
+    name = "evaluate"
+    about = "saved models on the {split} split, FNSCRS protocol"
+
+    def __init__(self, models: Sequence[str] | None = None, predictions: Mapping[str, Path] | None = None,
+                 split: str = "test", figure: bool = True):
+        self.models, self.predictions, self.split, self.figure = models, dict(predictions or {}), split, figure
+
+    def announce(self, config: Config) -> str:
+        return f"== {self.name}: {self.about.format(split=self.split)} ..."
+
+    def outputs(self, config: Config) -> list[str]:
+        return [METRICS_FILE, results_figure(self.split)] if self.figure else [METRICS_FILE]
+
+    def model_names(self, config: Config) -> list[str]:
+        from crs_core.stages.baselines import BASELINES
+        from crs_core.stages.train import model_names
+
+        return list(self.models) if self.models is not None else [*model_names(config), *BASELINES]
+
+    def work(self, config: Config, run: RunDir) -> dict:
+        return {"split": self.split,
+                "results": evaluate_models(config, run, self.model_names(config), self.predictions, self.split,
+                                           self.figure)}
+
+    def describe(self, figures: Mapping[str, Any], config: Config) -> list[str]:
+        split = figures["split"]
+        lines = [f"{', '.join(figures['results'])} on {split}: {config.run_dir() / METRICS_FILE}"]
+        if self.figure:
+            lines.append(f"figure: {config.run_dir() / results_figure(split)} (removed variant, 95% bootstrap CI "
+                         f"over {split} pairs)")
+        return lines
+
+
+def evaluate_models(config: Config, run: RunDir, names: Sequence[str], predictions: Mapping[str, Path],
+                    split: str, figure: bool) -> dict[str, dict]:
+    """{model: protocol result} for saved models and prediction files, recorded in metrics.json."""
     from crs_core.figures import RESULT_KS
 
-    run = RunDir(config.run_dir())
     data = load_prepared(run.root)
     samples, ks, top_n = data.samples[split], config.evaluation.ks, config.evaluation.top_n
-    names = saved_models(run) if models is None else models
     results, provenance, hits = {}, {}, {}
     for name in names:
         scores = saved_model_scores(run, name, data, split)
@@ -100,7 +137,7 @@ def run_evaluate(config: Config, models: list[str] | None = None, predictions: d
         provenance[name] = f"models/{name}"
         if figure:
             hits[name] = removed_pair_hits(scores, samples, data.catalog, RESULT_KS, top_n)
-    for name, path in (predictions or {}).items():
+    for name, path in predictions.items():
         rankings = read_predictions(Path(path), samples, data.catalog, top_n=top_n)
         results[name] = evaluate_rankings(rankings, samples, ks=ks, top_n=top_n)
         provenance[name] = f"predictions file {Path(path).name}"
@@ -112,3 +149,6 @@ def run_evaluate(config: Config, models: list[str] | None = None, predictions: d
     if figure:
         draw_results_figure(config, run, hits, split)
     return results
+
+
+STAGE = Evaluate()
