@@ -110,7 +110,8 @@ def test_the_documented_new_stage_runs_as_one_module_and_one_pipeline_line(tmp_p
     monkeypatch.setattr(stages, "PIPELINE", (*PIPELINE[: PIPELINE.index("synthesize") + 1], "export_csv"))
     config = Config(runs_dir=str(tmp_path / "runs"))
     run = RunDir(config.run_dir())
-    rows = [{"sample_id": "s1", "targets": [1, 2], "synthetic": [2]}, {"sample_id": "s2", "targets": [3], "synthetic": []}]
+    rows = [{"sample_id": "s1", "targets": [1, 2], "synthetic": [2]},
+            {"sample_id": "s2", "targets": [3], "synthetic": []}]
     write_table(run.path("synthetic.parquet"), pa.Table.from_pylist(rows, schema=SYNTHETIC_SCHEMA), SYNTHETIC_SCHEMA)
 
     first = run_stages(config, stages.PIPELINE[-1:])["export_csv"]
@@ -118,4 +119,5 @@ def test_the_documented_new_stage_runs_as_one_module_and_one_pipeline_line(tmp_p
     assert run.path("synthetic.csv").read_text().splitlines() == ['"sample_id","added"', '"s1",1', '"s2",0']
     assert run_stages(config, ["export_csv"])["export_csv"].reused
     out = capsys.readouterr().out
-    assert "== export_csv: synthetic labels per context as CSV ..." in out and "-- export_csv (unchanged, reused)" in out
+    assert "== export_csv: synthetic labels per context as CSV ..." in out
+    assert "-- export_csv (unchanged, reused)" in out
