@@ -119,7 +119,7 @@ class Measurements:
         self.simulated: dict[str, list[dict]] = {}
 
     def add(self, name: str, model) -> None:
-        from crs_core.stages.simulate import SavedModelRanker
+        from crs_core.simulation import SavedModelRanker
 
         result, hits = evaluate(model, self.data, self.config)
         pairs = {variant: h["pairs"] for variant, h in hits.items()}
@@ -135,7 +135,8 @@ class Measurements:
     def add_zero_shot(self) -> str:
         """The zero-shot LLM recommender's row (and simulation), measured once; returns the note shown with it."""
         from crs_core.artifacts import RunDir
-        from crs_core.stages.zero_shot import ZERO_SHOT_NAME, ZeroShot
+        from crs_core.llm_recommender import ZERO_SHOT_NAME
+        from crs_core.stages.zero_shot import ZeroShot
 
         figures = ZeroShot(split="test").run(self.config, RunDir(self.config.run_dir()))
         result, summary = figures["result"], figures["summary"]
@@ -232,8 +233,8 @@ def main() -> None:
     from crs_core.data.prepared import load_prepared
     from crs_core.errors import CRSError
     from crs_core.models import load_model
+    from crs_core.simulation import open_simulation
     from crs_core.stages.baselines import STAGE as BASELINES_STAGE
-    from crs_core.stages.simulate import open_simulation
     from rayjobs.augment import run_augment
     from rayjobs.common import init_ray
 

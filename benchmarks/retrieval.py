@@ -31,7 +31,8 @@ from crs_core.config import RetrievalConfig, load_config
 from crs_core.data.prepared import load_prepared
 from crs_core.lexical import LexicalIndex
 from crs_core.retrieval_report import rank_band_report, read_judgments, top_band_lift
-from crs_core.stages.embed import ITEMS, read_embeddings
+from crs_core.schema import read_embeddings
+from crs_core.stages.embed import ITEMS
 from crs_core.stages.retrieve import candidate_recall, candidates_table, retrieve, top_k_inner_product
 
 CHUNK = 1024

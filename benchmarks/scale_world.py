@@ -31,10 +31,10 @@ from crs_core.schema import (
     TEACHER_SCHEMA,
     Item,
     Sample,
+    embeddings_table,
     items_to_table,
     samples_to_table,
 )
-from crs_core.stages.embed import embeddings_table
 from crs_core.stages.retrieve import top_k_rows
 
 GENRES = {  # genre -> the words a plot or a seeker uses for it (each matches the feature student's topic rules)

@@ -143,9 +143,9 @@ class Config:
                                   f"num_cpus ({pool.num_cpus}) > 0 and num_gpus ({pool.num_gpus}) >= 0")
         if self.train.alpha < 0:
             raise ConfigError(f"train.alpha: {self.train.alpha} must be >= 0 (0 = no KL term)")
-        from crs_core.models import TRAINABLE  # the registry of backbones (no torch import)
+        from crs_core.models import ADAPTER_ONLY, TRAINABLE  # the registry of backbones (no torch import)
 
-        self.train.check(TRAINABLE)
+        self.train.check(TRAINABLE, ADAPTER_ONLY)
         if self.train.backbone_params:
             from crs_core.models import check_backbone_params
 

@@ -6,6 +6,7 @@ is what it is. Validation across sections lives in `Config.validate`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,7 +183,7 @@ class TrainConfig:
     # against its signature. Those above (model, max_length, ...) are set from train.* and cannot appear here.
     backbone_params: dict[str, Any] = field(default_factory=dict)
 
-    def check(self, trainable_backbones: tuple[str, ...]) -> None:
+    def check(self, trainable_backbones: tuple[str, ...], adapter_only: Mapping[str, str]) -> None:
         """One ConfigError listing what is wrong with these settings, one phrase per key (at load, and again
         when a stage is trained from Python with a TrainConfig built by hand)."""
         found = []
@@ -198,14 +199,20 @@ class TrainConfig:
         for key in ("epochs_stage1", "epochs_stage2", "batch_size", "max_length", "num_workers"):
             if getattr(self, key) < 1:
                 found.append(f"{key}: {getattr(self, key)} must be >= 1")
+        if self.max_length < MIN_CONTEXT_TOKENS:
+            found.append(f"max_length: {self.max_length} must be >= {MIN_CONTEXT_TOKENS} (one short turn)")
         if self.trainable_layers is not None and self.trainable_layers < 0:
             found.append(f"trainable_layers: {self.trainable_layers} must be >= 0 or null")
+        elif self.trainable_layers is not None and self.backbone in adapter_only:
+            found.append(f"trainable_layers: {self.backbone} trains {adapter_only[self.backbone]} only, its encoder "
+                         f"stays frozen: must be null, not {self.trainable_layers}")
         if self.alpha < 0 or self.learning_rate <= 0 or self.cpus_per_worker < 0 or self.max_failures < 0:
             found.append("alpha, cpus_per_worker and max_failures must be >= 0 and learning_rate > 0")
         if found:
             raise ConfigError("train." + "; train.".join(found))
 
 
+MIN_CONTEXT_TOKENS = 8  # below this a backbone's context budget cannot hold even one short turn
 STRATEGIES = ("ddp", "deepspeed")  # ray.train.torch.prepare_model, or DeepSpeed with a ZeRO config file
 RUNNERS = ("ray", "local")  # local: crs_core.training.local, in this process
 

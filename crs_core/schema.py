@@ -6,10 +6,15 @@ FNSCRS reference code ranks over, so the KG, the catalog and the evaluation agre
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from crs_core.artifacts import read_table
+from crs_core.errors import DataError
 
 SPLITS = ("train", "valid", "test")
 
@@ -177,6 +182,27 @@ def samples_to_table(samples: list[Sample]) -> pa.Table:
 
 def table_to_samples(table: pa.Table) -> list[Sample]:
     return _table_to_records(table, Sample)
+
+
+def embeddings_table(keys: Sequence[str], matrix: np.ndarray) -> pa.Table:
+    """Keys and an (n, dim) matrix -> an EMBEDDINGS_SCHEMA table (one fixed-size list per row)."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    n, dim = matrix.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * dim)
+    column = pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), type=pa.float32()))
+    return pa.table({"key": pa.array(list(keys), pa.string()), "embedding": column}, schema=EMBEDDINGS_SCHEMA)
+
+
+def read_embeddings(path: Path) -> tuple[list[str], np.ndarray]:
+    """Keys and the (n, dim) float32 matrix of an embeddings artifact (all rows must share one dim)."""
+    table = read_table(path, EMBEDDINGS_SCHEMA)
+    column = table.column("embedding").combine_chunks()
+    lengths = np.unique(column.value_lengths().to_numpy())
+    if len(lengths) > 1:
+        raise DataError(path, f"embeddings of different sizes {lengths.tolist()}", field="embedding")
+    dim = int(lengths[0]) if len(lengths) else 0
+    matrix = column.flatten().to_numpy().astype(np.float32, copy=False).reshape(len(column), dim)
+    return table.column("key").to_pylist(), matrix
 
 
 # The schemas and the records name the same fields in the same order (checked once, at import).

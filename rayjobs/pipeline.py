@@ -20,9 +20,9 @@ import argparse
 
 from crs_core.artifacts import RunDir, write_json
 from crs_core.evaluation import format_table
+from crs_core.llm_recommender import ZERO_SHOT_NAME
 from crs_core.stages import PIPELINE, Summary
 from crs_core.stages.evaluate import results_figure
-from crs_core.stages.zero_shot import ZERO_SHOT_NAME
 from rayjobs.common import add_common_arguments, run_entry
 from rayjobs.runner import run_stages
 

@@ -24,9 +24,10 @@ from crs_core.artifacts import RunDir
 from crs_core.config import Config, SimulateConfig, ZeroShotConfig
 from crs_core.errors import ConfigError
 from crs_core.evaluation import format_table
+from crs_core.llm_recommender import ZERO_SHOT_NAME
 from crs_core.stages.evaluate import saved_models
 from crs_core.stages.simulate import Simulate
-from crs_core.stages.zero_shot import ZERO_SHOT_NAME, ZeroShot
+from crs_core.stages.zero_shot import ZeroShot
 from rayjobs.common import add_common_arguments, run_entry
 from rayjobs.runner import run_stages
 

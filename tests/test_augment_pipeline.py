@@ -70,7 +70,7 @@ def test_crs_run_runs_the_whole_pipeline_and_prints_one_table(tmp_path, ray_loca
     assert (run / "models" / "minilm-aug" / "model.json").exists()
     assert (run / "checkpoints" / "stage1" / "model.json").exists()
     timings = json.loads((run / "timings.json").read_text())
-    assert list(timings) == list(PIPELINE)  # every stage, the two LLM stages switched on
+    assert sorted(timings) == sorted(PIPELINE)  # every stage, the two LLM stages switched on
     assert "zero-shot LLM lists" in json.loads((run / "metrics.json").read_text())["test"]["zero-shot"]["source"]
     report = json.loads((run / "simulate.json").read_text())
     assert list(report["models"]) == ["minilm", "minilm-aug", "zero-shot"] and report["seeker_model"] == "seeker"

@@ -55,6 +55,7 @@ def test_layering_defaults_then_base_then_files_then_overrides(tmp_path):
         ("simulate.enabled=true", "simulate.enabled: true needs an LLM endpoint: set simulate.base_url"),
         ("train.backbone=resnet", "train.backbone: 'resnet' is not a trainable backbone (minilm, minilm-id"),
         ("train.backbone=ease", "train.backbone: 'ease' is not a trainable backbone"),
+        ("train.max_length=4", "train.max_length: 4 must be >= 8"),
         ("train.strategy=fsdp", "train.strategy: 'fsdp' is not one of ddp, deepspeed"),
         ("train.epochs_stage1=0", "train.epochs_stage1: 0 must be >= 1"),
         ("student.kind=llm", "student.model: student.kind 'llm' needs an HF causal LM"),
@@ -159,6 +160,10 @@ def test_saved_run_config_has_the_llm_sections_without_secrets(tmp_path):
      "train.backbone_params.n_prefix: expected int"),
     (["train.backbone=unicrs", "train.backbone_params.max_length=64"], "set train.max_length instead"),
     (["train.backbone_params=[1]"], "train.backbone_params: expected a mapping"),
+    (["train.backbone=unicrs", "train.backbone_params.num_bases=0"],
+     "train.backbone_params: unicrs refuses {'num_bases': 0}: need n_prefix >= 0, max_entities >= 1, num_bases >= 1"),
+    (["train.backbone=llama", "train.trainable_layers=2"],
+     "train.trainable_layers: llama trains LoRA adapters and the item head only, its encoder stays frozen"),
 ])
 def test_backbone_params_are_checked_against_the_constructor_at_load(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

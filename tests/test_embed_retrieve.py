@@ -30,7 +30,9 @@ from crs_core.schema import (
     SAMPLES_SCHEMA,
     Item,
     Sample,
+    embeddings_table,
     items_to_table,
+    read_embeddings,
     samples_to_table,
 )
 from crs_core.stages.embed import (
@@ -38,9 +40,7 @@ from crs_core.stages.embed import (
     TEXTS_SCHEMA,
     embed_in_process,
     embed_with_ray,
-    embeddings_table,
     query_text,
-    read_embeddings,
 )
 from crs_core.stages.retrieve import (
     STAGE as RETRIEVE,

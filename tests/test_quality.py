@@ -19,7 +19,7 @@ from crs_core.artifacts import RunDir
 from crs_core.config import load_config
 from crs_core.data.prepared import load_prepared
 from crs_core.models import load_model
-from crs_core.stages.simulate import open_simulation
+from crs_core.simulation import open_simulation
 from rayjobs.cli import main as crs
 
 REPO = Path(__file__).resolve().parent.parent

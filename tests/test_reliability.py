@@ -332,19 +332,20 @@ URL_KEY = "sk-urlkey-SECRET-fedcba9876543210"
 
 @pytest.fixture(scope="module")
 def exposed_run(tmp_path_factory):
-    """`crs augment --stages teach` through the CLI with a key in the environment and another in
-    teacher.base_url; while it labels, every socket its process tree (its local Ray) listens on."""
+    """`crs augment --stages embed,teach` through the CLI with a key in the environment and another in
+    teacher.base_url; while it labels, every socket its process tree (the local Ray embed started) listens on."""
     tmp_path = tmp_path_factory.mktemp("exposure")
     data, run = prepared_run(tmp_path, dialogues=2)  # 10 pairs
     with FaultServer(["Fits.\nScore: 3"], delay_s=0.3) as server:
         base_url = server.base_url.replace("http://", f"http://crs-user:{URL_KEY}@")
         sets = teacher_sets(server, base_url=base_url, api_key_env="CRS_TEST_TEACHER_KEY", contexts=10,
                             candidates_per_context=3)
-        sets += ["ray.num_cpus=1", "ray.object_store_memory=100000000"]
+        sets += ["ray.num_cpus=2", "ray.object_store_memory=100000000", "encoder.pool.actors=1",
+                 "encoder.pool.num_cpus=0.5"]
         log_path = tmp_path / "cli.log"
         started = time.perf_counter()
         # --log-level DEBUG: third-party INFO lines too (Ray's dashboard address, httpx's request URLs)
-        proc = start_cli("rayjobs.augment", [*cli_args(data, tmp_path / "runs", *sets), "--stages", "teach",
+        proc = start_cli("rayjobs.augment", [*cli_args(data, tmp_path / "runs", *sets), "--stages", "embed,teach",
                                              "--log-level", "DEBUG"], log_path, CRS_TEST_TEACHER_KEY=ENV_KEY)
         wait_for(lambda: server.requests >= 2 or proc.poll() is not None, 300, "the teach stage's requests")
         listening = listening_sockets(proc.pid)

@@ -22,10 +22,11 @@ from crs_core.data.prepared import load_prepared
 from crs_core.errors import ConfigError
 from crs_core.evaluation import evaluate_rankings, read_predictions
 from crs_core.llm_chat import AnswerCache, ChatEndpoint
+from crs_core.llm_recommender import PROMPT_PLACEHOLDERS, ZeroShotRecommender
 from crs_core.models import Popularity
 from crs_core.prompt_file import load_chat_prompt, parse_chat_prompt
 from crs_core.schema import RECOMMENDER, SEEKER, Sample
-from crs_core.stages.simulate import (
+from crs_core.simulation import (
     SEEKER_PLACEHOLDERS,
     SavedModelRanker,
     Seeker,
@@ -35,7 +36,6 @@ from crs_core.stages.simulate import (
     seeker_view,
     simulate,
 )
-from crs_core.stages.zero_shot import PROMPT_PLACEHOLDERS, ZeroShotRecommender
 from crs_core.titles import TitleGuard
 from rayjobs.cli import main as crs
 from rayjobs.simulate import main as crs_simulate

@@ -13,7 +13,7 @@ from crs_core.models.ease import EASE
 from crs_core.models.popularity import Popularity
 from crs_core.schema import Catalog
 
-__all__ = ["EASE", "MODELS", "TRAINABLE", "NotFittedError", "Popularity", "Recommender", "build_model",
+__all__ = ["ADAPTER_ONLY", "EASE", "MODELS", "TRAINABLE", "NotFittedError", "Popularity", "Recommender", "build_model",
            "load_model", "model_class"]
 
 # name -> "module:Class"; neural backbones are imported on first use, so the baselines never load torch.
@@ -28,6 +28,8 @@ MODELS: dict[str, str] = {
 }
 
 TRAINABLE = tuple(name for name in MODELS if name not in ("popularity", "ease"))  # what `train.backbone` may name
+# Backbones whose encoder stays frozen, with what trains instead: `train.trainable_layers` must stay null.
+ADAPTER_ONLY = {"llama": "LoRA adapters and the item head", "unicrs": "the prompt encoder and RGCN"}
 
 
 def model_class(name: str) -> type[Recommender]:
@@ -59,6 +61,10 @@ def check_backbone_params(name: str, params: dict[str, Any]) -> None:
                               f"(its own: {', '.join(accepted) or 'none'})")
         if key in hints:
             check_type(value, hints[key], f"train.backbone_params.{key}", "config")
+    try:  # the constructor's own range checks (it only stores its arguments: no weights are loaded)
+        cls(**params)
+    except ValueError as exc:
+        raise ConfigError(f"train.backbone_params: {name} refuses {params}: {exc}") from exc
 
 
 def build_model(name: str, **params: Any) -> Recommender:

@@ -20,6 +20,7 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from crs_core.llm_assets import smollm2_path
+from crs_core.models import ADAPTER_ONLY
 from crs_core.models.hf_backbone import HFItemClassifier, seeded
 
 LORA_R = 4
@@ -45,7 +46,7 @@ class LlamaRecommender(HFItemClassifier):
                  trainable_layers: int | None = None, epochs: int = 3, learning_rate: float = 5e-5,
                  batch_size: int = 32, seed: int = 42):
         if trainable_layers is not None:
-            raise ValueError("llama trains LoRA adapters and the item head only: trainable_layers must be None, "
+            raise ValueError(f"llama trains {ADAPTER_ONLY['llama']} only: trainable_layers must be None, "
                              f"got {trainable_layers}")
         super().__init__(model_name_or_config, max_length, trainable_layers, epochs, learning_rate, batch_size, seed)
 

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from crs_core.config_sections import MIN_CONTEXT_TOKENS
 from crs_core.models.base import Recommender
 from crs_core.schema import Catalog, Sample
 
 SCORE_BATCH = 32  # contexts per scoring forward pass
-MIN_CONTEXT_TOKENS = 8  # below this a context budget cannot hold even one short turn
 
 
 class TorchRecommender(Recommender):

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from crs_core.encoders import minilm_path
+from crs_core.models import ADAPTER_ONLY
 from crs_core.models.hf_backbone import seeded
 from crs_core.models.rgcn import EntityEncoder, EntityGraph
 from crs_core.models.torch_recommender import TorchRecommender
@@ -165,7 +166,7 @@ class UniCRSRecommender(TorchRecommender):
                  batch_size: int = 32, seed: int = 42, text_encoder: str | dict | None = None,
                  kg_dir: str | None = None, n_prefix: int = 10, max_entities: int = 32, num_bases: int = 8):
         if trainable_layers is not None:
-            raise ValueError("unicrs keeps its text encoder and PLM frozen (only the prompt encoder and RGCN "
+            raise ValueError(f"unicrs keeps its text encoder and PLM frozen (only {ADAPTER_ONLY['unicrs']} "
                              f"train): trainable_layers must be None, got {trainable_layers}")
         if n_prefix < 0 or max_entities < 1 or num_bases < 1:
             raise ValueError(f"need n_prefix >= 0, max_entities >= 1, num_bases >= 1; got {n_prefix}, "

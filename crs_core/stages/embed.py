@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from crs_core.artifacts import RunDir, read_table, write_table
+from crs_core.artifacts import RunDir, write_table
 from crs_core.config import ActorPoolConfig, Config, EncoderConfig
 from crs_core.data.prepared import SPLITS, PreparedData, load_prepared
 from crs_core.encoders import DOCUMENT, KINDS, QUERY, Encoder, build_encoder
-from crs_core.errors import DataError
 from crs_core.memory import release_free_memory
 from crs_core.progress import progress
-from crs_core.schema import EMBEDDINGS_SCHEMA, Sample
+from crs_core.schema import EMBEDDINGS_SCHEMA, Sample, embeddings_table
 from crs_core.stages.base import Stage
 from crs_core.text import render_context, seeker_query
 
@@ -109,26 +108,6 @@ def embed_in_process(encoder: Encoder, texts: Sequence[str], kind: str, batch_si
     """The same encoding as the Ray path, in a plain loop in this process (reference and benchmark)."""
     parts = [encoder.encode(list(texts[i:i + batch_size]), kind) for i in range(0, len(texts), batch_size)]
     return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
-
-
-def embeddings_table(keys: Sequence[str], matrix: np.ndarray) -> pa.Table:
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    n, dim = matrix.shape
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * dim)
-    column = pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), type=pa.float32()))
-    return pa.table({"key": pa.array(list(keys), pa.string()), "embedding": column}, schema=EMBEDDINGS_SCHEMA)
-
-
-def read_embeddings(path: Path) -> tuple[list[str], np.ndarray]:
-    """Keys and the (n, dim) float32 matrix of an embeddings artifact (all rows must share one dim)."""
-    table = read_table(path, EMBEDDINGS_SCHEMA)
-    column = table.column("embedding").combine_chunks()
-    lengths = np.unique(column.value_lengths().to_numpy())
-    if len(lengths) > 1:
-        raise DataError(path, f"embeddings of different sizes {lengths.tolist()}", field="embedding")
-    dim = int(lengths[0]) if len(lengths) else 0
-    matrix = column.flatten().to_numpy().astype(np.float32, copy=False).reshape(len(column), dim)
-    return table.column("key").to_pylist(), matrix
 
 
 class Embed(Stage):

@@ -25,9 +25,9 @@ from crs_core.config import Config, RetrievalConfig
 from crs_core.data.prepared import SPLITS, load_prepared
 from crs_core.errors import ConfigError, DataError
 from crs_core.lexical import LexicalIndex
-from crs_core.schema import CANDIDATES_SCHEMA, Item, Sample
+from crs_core.schema import CANDIDATES_SCHEMA, Item, Sample, read_embeddings
 from crs_core.stages.base import Stage
-from crs_core.stages.embed import ITEMS, read_embeddings
+from crs_core.stages.embed import ITEMS
 
 OUTPUTS = tuple(f"candidates/{split}.parquet" for split in SPLITS)
 CHUNK = 1024  # contexts scored against the whole catalog at once (hybrid)

@@ -18,8 +18,7 @@ import pyarrow as pa
 from crs_core.artifacts import RunDir, write_table
 from crs_core.config import StudentConfig
 from crs_core.errors import DataError
-from crs_core.schema import TEACHER_STATUS_OK, Catalog, Sample
-from crs_core.stages.embed import read_embeddings
+from crs_core.schema import TEACHER_STATUS_OK, Catalog, Sample, read_embeddings
 from crs_core.student.feature_scorer import FeatureScorer, fidelity
 from crs_core.student.features import (
     FEATURE_NAMES,

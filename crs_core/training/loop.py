@@ -32,7 +32,7 @@ from crs_core.artifacts import fingerprint, write_json
 from crs_core.config import TrainConfig
 from crs_core.errors import ConfigError
 from crs_core.evaluation import selection_key, selection_rule
-from crs_core.models import TRAINABLE, Recommender, build_model, load_model
+from crs_core.models import ADAPTER_ONLY, TRAINABLE, Recommender, build_model, load_model
 from crs_core.progress import LOG_LEVEL_ENV, EpochLines
 from crs_core.registry import packaged_file
 from crs_core.schema import Catalog
@@ -252,7 +252,7 @@ def train_stage(train_config: TrainConfig, data: TrainingData, stage: str, *, ru
     """
     from ray.train import Checkpoint
 
-    train_config.check(TRAINABLE)
+    train_config.check(TRAINABLE, ADAPTER_ONLY)
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     alpha = train_config.alpha if stage == "finetune" else 0.0
