@@ -59,6 +59,16 @@ class ActorPoolConfig:
     num_gpus: float = 0.0
     batch_size: int = 64
 
+    def check_fits(self, section: str, cluster_cpus: float) -> None:
+        """Refuse a pool that leaves less than one CPU beside its actors: Ray Data's read and repartition tasks
+        take one CPU each, so they never run and the stage hangs silently (measured: 1 actor x 0.5 CPU on a
+        1-CPU local Ray waited 300 s without a row). Checked once Ray is up, when the cluster's CPUs are known."""
+        held = self.actors * self.num_cpus
+        if cluster_cpus - held < 1:
+            raise ConfigError(f"{section}: {self.actors} actors x {self.num_cpus:g} CPUs hold {held:g} of the "
+                              f"cluster's {cluster_cpus:g} CPUs, leaving less than the 1 CPU Ray Data's read step "
+                              "needs (it would hang); use fewer actors, fractional num_cpus or more CPUs")
+
 
 @dataclass
 class EncoderConfig:

@@ -180,3 +180,20 @@ def test_backbone_params_reach_the_backbone_and_layers_add_keys(tmp_path):
     assert backbone_params(config) == {"n_prefix": 4, "num_bases": 2}  # no kg/ folder: the catalog's graph
     (tmp_path / config.dataset / "kg").mkdir(parents=True)
     assert backbone_params(config)["kg_dir"] == str((tmp_path / config.dataset / "kg").resolve())
+
+
+@pytest.mark.parametrize("actors, num_cpus, cluster_cpus, fits", [
+    (2, 0.5, 2.0, True),  # the packaged profiles on a 2-CPU machine: one CPU left for the read step
+    (1, 0.5, 1.0, False),  # measured: this waited 300 s without a row
+    (2, 1.0, 2.0, False),
+    (4, 1.0, 16.0, True),
+])
+def test_an_actor_pool_must_leave_a_cpu_for_the_read_step(actors, num_cpus, cluster_cpus, fits):
+    from crs_core.config import ActorPoolConfig
+
+    pool = ActorPoolConfig(actors=actors, num_cpus=num_cpus)
+    if fits:
+        pool.check_fits("encoder.pool", cluster_cpus)
+    else:
+        with pytest.raises(ConfigError, match=r"^encoder.pool: .* leaving less than the 1 CPU"):
+            pool.check_fits("encoder.pool", cluster_cpus)

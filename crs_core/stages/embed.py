@@ -75,8 +75,11 @@ def embed_with_ray(texts: pa.Table, encoder_config: EncoderConfig, pool: ActorPo
     work and the progress bar moves. Ray Data may return blocks out of order; rows are re-aligned by
     the "row" column.
     """
+    import ray
     import ray.data
 
+    if ray.is_initialized():  # else Ray Data starts a local Ray on every CPU of the machine
+        pool.check_fits("encoder.pool", ray.cluster_resources().get("CPU", 0.0))
     n = texts.num_rows
     if n == 0:
         return np.zeros((0, 0), dtype=np.float32)

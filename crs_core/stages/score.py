@@ -23,7 +23,7 @@ import torch
 
 from crs_core.artifacts import RunDir, read_table, write_table
 from crs_core.config import ActorPoolConfig, Config
-from crs_core.errors import ConfigError, DataError
+from crs_core.errors import DataError
 from crs_core.memory import release_free_memory
 from crs_core.progress import progress
 from crs_core.schema import (
@@ -124,15 +124,6 @@ class ScoreCandidates:
         return scores
 
 
-def check_pool(pool: ActorPoolConfig, cluster_cpus: float) -> None:
-    """Refuse a pool that would hold every CPU: Ray Data then never runs its read step and hangs silently."""
-    if pool.actors < 1 or pool.batch_size < 1:
-        raise ConfigError(f"student.pool: actors ({pool.actors}) and batch_size ({pool.batch_size}) must be >= 1")
-    if pool.actors * pool.num_cpus >= cluster_cpus:
-        raise ConfigError(f"student.pool: {pool.actors} actors x {pool.num_cpus} CPUs would hold all {cluster_cpus:g} "
-                          "CPUs and deadlock Ray Data; use fewer actors or fractional num_cpus")
-
-
 def _pair_keys(table: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(table["sample_id"], pc.cast(table["item_id"], pa.string()), "\x1f")
 
@@ -151,7 +142,7 @@ def score_with_ray(rows: Sequence[dict], checkpoint: Path, items_path: Path, poo
     scored again. Returns (every (sample, item) exactly once, sorted; pairs scored by this call)."""
     import ray
 
-    check_pool(pool, ray.cluster_resources().get("CPU", 0.0))
+    pool.check_fits("student.pool", ray.cluster_resources().get("CPU", 0.0))
     done = read_parts(parts_dir)
     done_ids = set(done.column("sample_id").to_pylist())
     todo = [r for r in rows if r["sample_id"] not in done_ids]
