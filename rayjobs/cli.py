@@ -10,7 +10,7 @@ from rayjobs import augment, baselines, data, evaluate, pipeline, prepare, simul
 COMMANDS = {
     "data": (data.main, "fetch a dataset's files from their pinned public sources, verified"),
     "prepare": (prepare.main, "build items.parquet and samples/*.parquet, print counts"),
-    "augment": (augment.main, "embed, retrieve, teach, score, synthesize: the synthetic labels"),
+    "augment": (augment.main, "embed, retrieve, teach, distill, score, synthesize: the synthetic labels"),
     "teach": (teach.main, "the teach stage alone, or its OpenAI Batch API export/import"),
     "baselines": (baselines.main, "fit and save Popularity and EASE"),
     "train": (train.main, "two-stage training on Ray Train, with and without augmentation"),
