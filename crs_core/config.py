@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,6 +42,10 @@ from crs_core.config_sections import (
 from crs_core.data.fetch import default_data_dir
 from crs_core.errors import ConfigError
 from crs_core.registry import DATASET_NAME
+
+# Settings that name Hugging Face weights: a hub name ("org/name") or a local folder saved by save_pretrained.
+MODEL_SETTINGS = ("encoder.model", "student.model", "train.model")
+_HUB_NAME = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -96,6 +101,7 @@ class Config:
         self._validate_student_and_train()
         self._validate_tune_retrieval_evaluation()
         self._validate_chat_sections()
+        self._validate_model_paths()
 
     def _validate_data_and_teacher(self) -> None:
         if not DATASET_NAME.match(self.dataset):
@@ -170,6 +176,22 @@ class Config:
             raise ConfigError("retrieval: lexical_weight must be >= 0 and lexical.decay in [0, 1]")
         if not self.evaluation.ks or any(k < 1 or k > self.evaluation.top_n for k in self.evaluation.ks):
             raise ConfigError(f"evaluation.ks: {self.evaluation.ks} must be in [1, evaluation.top_n]")
+
+    def _validate_model_paths(self) -> None:
+        """A model setting that is a path must be a folder with a saved Hugging Face model (config.json);
+        anything else must look like a hub name. Checked now, not when a Ray worker first loads it."""
+        for key in MODEL_SETTINGS:
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if not value:
+                continue
+            path = Path(value).expanduser()
+            if path.is_dir():
+                if not (path / "config.json").is_file():
+                    raise ConfigError(f"{key}: {path} holds no config.json: not a saved Hugging Face model")
+            elif path.exists() or path.is_absolute() or value.startswith((".", "~")) or not _HUB_NAME.match(value):
+                raise ConfigError(f"{key}: {path} is not a model folder (expected a saved Hugging Face model "
+                                  "folder or a hub name like org/name)")
 
     def _validate_chat_sections(self) -> None:
         minimums = {"zero_shot": {"concurrency": 1, "max_tokens": 1, "titles": 1},

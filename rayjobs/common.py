@@ -24,9 +24,6 @@ from rayjobs.console import LOG_LEVELS, configure_console, configure_ray_output
 
 CONFIG_FILE = "config.yaml"
 MAX_CHANGES_SHOWN = 5
-# Settings that name Hugging Face weights: a hub name ("org/name") or a local folder saved by save_pretrained.
-MODEL_SETTINGS = ("encoder.model", "student.model", "train.model")
-_HUB_NAME = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _VALIDATION_MESSAGE = re.compile(r"^[a-z_]+(\.[a-z_]+)*: ")  # Config.validate() starts with the key, no source
 # Ray (2.60, Linux) rewrites `_node_ip_address="127.0.0.1"` to the machine's routable address and binds its
 # gRPC servers and agents there; this variable, read when `ray` is imported, makes a local Ray keep loopback.
@@ -139,7 +136,6 @@ def resolve_config(args: argparse.Namespace) -> Config:
     recorded = runs_dir / dataset / run_id / CONFIG_FILE
     first = recorded if recorded.is_file() else dataset_config(dataset)
     config = load_layers([first, *args.config], args.overrides, flags)
-    check_model_paths(config)
     redacted = redacted_copy(config)
     target = config.run_dir() / CONFIG_FILE
     if target.is_file():
@@ -151,23 +147,6 @@ def resolve_config(args: argparse.Namespace) -> Config:
         log.warning("%s: settings changed (%s); saved", target, shown)
     save_config(redacted, target)
     return config
-
-
-def check_model_paths(config: Config) -> None:
-    """A model setting that is a path must be a folder with a saved Hugging Face model (config.json);
-    anything else must look like a hub name. Checked now, not when a Ray worker first loads it."""
-    for key in MODEL_SETTINGS:
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
-        if not value:
-            continue
-        path = Path(value).expanduser()
-        if path.is_dir():
-            if not (path / "config.json").is_file():
-                raise ConfigError(f"{key}: {path} holds no config.json: not a saved Hugging Face model")
-        elif path.exists() or path.is_absolute() or value.startswith((".", "~")) or not _HUB_NAME.match(value):
-            raise ConfigError(f"{key}: {path} is not a model folder (expected a saved Hugging Face model "
-                              "folder or a hub name like org/name)")
 
 
 def run_entry(main_body, parser: argparse.ArgumentParser, argv: list[str] | None) -> int:

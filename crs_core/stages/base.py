@@ -56,7 +56,7 @@ class Stage(ABC):
     """One step of the method; subclasses set `name` and `about` and implement `work`."""
 
     name: ClassVar[str]
-    about: ClassVar[str]  # what the stage does, formatted with the config: `== name: about ...`
+    about: ClassVar[str]  # what the stage does, formatted with `config` and the stage itself (`stage`)
     needs_ray: ClassVar[bool] = False  # the runner connects to Ray first
 
     def inputs(self, config: Config, run: RunDir) -> list[Path]:
@@ -89,7 +89,7 @@ class Stage(ABC):
 
     def announce(self, config: Config) -> str:
         """`== name: what it does ...`, printed before a stage that may take a while."""
-        return f"== {self.name}: {self.about.format(config=config)} ..."
+        return f"== {self.name}: {self.about.format(config=config, stage=self)} ..."
 
     def fingerprint(self, config: Config, run: RunDir) -> str | None:
         settings = self.settings(config, run)

@@ -91,14 +91,11 @@ class Evaluate(Stage):
     with and without augmentation, and the baselines). No fingerprint: it reads every model again (seconds)."""
 
     name = "evaluate"
-    about = "saved models on the {split} split, FNSCRS protocol"
+    about = "saved models on the {stage.split} split, FNSCRS protocol"
 
     def __init__(self, models: Sequence[str] | None = None, predictions: Mapping[str, Path] | None = None,
                  split: str = "test", figure: bool = True):
         self.models, self.predictions, self.split, self.figure = models, dict(predictions or {}), split, figure
-
-    def announce(self, config: Config) -> str:
-        return f"== {self.name}: {self.about.format(split=self.split)} ..."
 
     def outputs(self, config: Config) -> list[str]:
         return [METRICS_FILE, results_figure(self.split)] if self.figure else [METRICS_FILE]

@@ -24,13 +24,10 @@ class ZeroShot(Stage):
     from the run's answer cache."""
 
     name = "zero_shot"
-    about = "the zero-shot LLM recommender on the {split} split"
+    about = "the zero-shot LLM recommender on the {stage.split} split"
 
     def __init__(self, split: str = "test"):
         self.split = split
-
-    def announce(self, config: Config) -> str:
-        return f"== {self.name}: {self.about.format(split=self.split)} ..."
 
     def enabled(self, config: Config) -> bool:
         return config.zero_shot.enabled
