@@ -136,13 +136,18 @@ class RunDir:
     def stage_record(self, stage: str) -> Path:
         return self.path("stages", f"{stage}.json")
 
-    def is_current(self, stage: str, fp: str, outputs: Iterable[str]) -> bool:
-        """True when the stage already ran with this fingerprint and all its outputs exist."""
+    def current_summary(self, stage: str, fp: str, outputs: Iterable[str]) -> dict | None:
+        """The recorded summary when the stage already ran with this fingerprint and all its outputs exist."""
         record = self.stage_record(stage)
         if not record.exists():
-            return False
+            return None
         saved = json.loads(record.read_text())
-        return saved.get("fingerprint") == fp and all(self.path(o).exists() for o in outputs)
+        current = saved.get("fingerprint") == fp and all(self.path(o).exists() for o in outputs)
+        return saved["summary"] if current else None
+
+    def is_current(self, stage: str, fp: str, outputs: Iterable[str]) -> bool:
+        """True when the stage already ran with this fingerprint and all its outputs exist."""
+        return self.current_summary(stage, fp, outputs) is not None
 
     def recorded_fingerprint(self, stage: str) -> str:
         """The fingerprint `stage` last ran with: a later stage's setting when that stage's product (a trained

@@ -39,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
 def run_pipeline(config, force: bool = False) -> dict[str, Summary]:
     """Every enabled stage of PIPELINE; returns {stage: summary} and writes their wall times to timings.json."""
     summaries = run_stages(config, PIPELINE, force=force)
-    write_json(RunDir(config.run_dir()).path(TIMINGS_FILE), {name: s.wall_s for name, s in summaries.items()})
+    write_json(RunDir(config.run_dir()).path(TIMINGS_FILE), wall_times(summaries))
     return summaries
+
+
+def wall_times(summaries: dict[str, Summary]) -> dict[str, float]:
+    return {name: summary.wall_s for name, summary in summaries.items()}
 
 
 def table_rows(summaries: dict[str, Summary]) -> dict[str, dict]:
@@ -65,7 +69,7 @@ def body(config, args) -> None:
         print(f"  the figure ({results_figure('test')}) has no {ZERO_SHOT_NAME} row")
         print(f"  {ZERO_SHOT_NAME}: the LLM {config.zero_shot.model or config.teacher.model} names movies for the "
               "dialogue (no training); a small local model measures the harness, not the method")
-    timings = {name: s.wall_s for name, s in summaries.items()}
+    timings = wall_times(summaries)
     print("\nwall time per stage (s): " + ", ".join(f"{k} {v:g}" for k, v in timings.items())
           + f"; total {sum(timings.values()):.0f}")
     print(f"run directory: {config.run_dir()}")

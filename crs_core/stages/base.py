@@ -24,6 +24,11 @@ from crs_core.artifacts import RunDir, fingerprint
 from crs_core.config import Config
 
 
+def shown(value: float | None, spec: str) -> str:
+    """A figure as a stage prints it: `format(value, spec)`, or "-" when the stage could not measure it."""
+    return "-" if value is None else format(value, spec)
+
+
 @dataclass(frozen=True)
 class Summary(Mapping[str, Any]):
     """One stage run: its recorded figures (read like a mapping), whether the outputs were reused, the wall
@@ -109,10 +114,9 @@ class Stage(ABC):
         """Reuse the outputs when current, else work and record; the one way every stage runs."""
         start = time.perf_counter()
         fp = self.fingerprint(config, run)
-        if fp is not None and not force and run.is_current(self.name, fp, self.outputs(config)):
-            figures = run.summary(self.name)
-            if self.reusable(figures):
-                return self.summarize(config, figures, True, round(time.perf_counter() - start, 1))
+        figures = None if fp is None or force else run.current_summary(self.name, fp, self.outputs(config))
+        if figures is not None and self.reusable(figures):
+            return self.summarize(config, figures, True, round(time.perf_counter() - start, 1))
         figures = self.work(config, run)
         self.record(config, run, fp, figures)
         return self.summarize(config, figures, False, round(time.perf_counter() - start, 1))

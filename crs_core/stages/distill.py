@@ -22,15 +22,11 @@ from crs_core.schema import (
     table_to_catalog,
     table_to_samples,
 )
-from crs_core.stages.base import Stage
+from crs_core.stages.base import Stage, shown
 from crs_core.student import build_scorer
 
 STUDENT_DIR = "checkpoints/student"
 STUDENT_OUTPUTS = (f"{STUDENT_DIR}/student.json",)
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def agreement(student: Mapping[str, Any]) -> dict:
@@ -82,11 +78,11 @@ class Distill(Stage):
                 if "folds" in figures else "held-out")
         lines = [f"student ({figures['kind']}): {figures['train_pairs']} training pairs, "
                  f"{figures['failed_excluded']} failed teacher rows left out; "
-                 f"{held} MAE {_num(agree['mae'])}, Spearman {_num(agree['spearman'])}"]
+                 f"{held} MAE {shown(agree['mae'], '.3f')}, Spearman {shown(agree['spearman'], '.3f')}"]
         if "spearman_non_gold" in agree:
-            lines.append(f"  Spearman on non-gold pairs {_num(agree['spearman_non_gold'])}; student calls >= 3: "
-                         f"{agree['calls_relevant']}, of which the LLM judged >= 3: "
-                         f"{_num(agree['precision_relevant'])}")
+            lines.append(f"  Spearman on non-gold pairs {shown(agree['spearman_non_gold'], '.3f')}; "
+                         f"student calls >= 3: {agree['calls_relevant']}, of which the LLM judged >= 3: "
+                         f"{shown(agree['precision_relevant'], '.3f')}")
         return lines
 
 

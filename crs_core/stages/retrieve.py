@@ -26,7 +26,7 @@ from crs_core.data.prepared import SPLITS, load_prepared
 from crs_core.errors import ConfigError, DataError
 from crs_core.lexical import LexicalIndex
 from crs_core.schema import CANDIDATES_SCHEMA, Item, Sample, read_embeddings
-from crs_core.stages.base import Stage
+from crs_core.stages.base import Stage, shown
 from crs_core.stages.embed import ITEMS
 
 OUTPUTS = tuple(f"candidates/{split}.parquet" for split in SPLITS)
@@ -208,13 +208,9 @@ class Retrieve(Stage):
                  f"{figures.get('method', 'dense')}; no collaborative data)",
                  f"  {'split':<6} {'all targets':>16} {'not mentioned before':>22}"]
         for split, r in figures["splits"].items():
-            lines.append(f"  {split:<6} {_pct(r['recall']):>8} (n={r['n']:<5}) "
-                         f"{_pct(r['recall_new']):>10} (n={r['n_new']})")
+            lines.append(f"  {split:<6} {shown(r['recall'], '.1%'):>8} (n={r['n']:<5}) "
+                         f"{shown(r['recall_new'], '.1%'):>10} (n={r['n_new']})")
         return lines
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 STAGE = Retrieve()

@@ -36,7 +36,7 @@ from crs_core.schema import (
     table_to_catalog,
     table_to_samples,
 )
-from crs_core.stages.base import Stage
+from crs_core.stages.base import Stage, shown
 from crs_core.stages.distill import STUDENT_DIR, agreement
 from crs_core.student import StudentScorer, expected_score
 from crs_core.text import item_text, render_context
@@ -241,17 +241,13 @@ class Score(Stage):
         return format_score(figures).splitlines()
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def format_score(summary: Mapping[str, Any]) -> str:
     """What `crs score` prints: throughput and where the scores fall (the student's agreement with the teacher
     is distill's)."""
     s = summary
     return "\n".join([
         f"scored {s['pairs']:,} pairs ({s.get('candidates', 'retrieved')} candidates) of "
-        f"{s['contexts']:,} contexts in {s['seconds']:.1f} s ({_num(s['pairs_per_second'])} pairs/s, "
+        f"{s['contexts']:,} contexts in {s['seconds']:.1f} s ({shown(s['pairs_per_second'], '.3f')} pairs/s, "
         + (f"{s['actors']} actor(s)" if s["actors"] else s["engine"])
         + (f"; {s['resumed']:,} kept from an interrupted run)" if s.get("resumed") else ")"),
         "score histogram: " + "  ".join(f"{k}: {v}" for k, v in s["histogram"].items())])

@@ -25,7 +25,7 @@ from crs_core.schema import (
     Sample,
     table_to_samples,
 )
-from crs_core.stages.base import Stage
+from crs_core.stages.base import Stage, shown
 from crs_core.student.feature_pipeline import OOF_FILE, OOF_SCHEMA
 
 SYNTHETIC = "synthetic.parquet"
@@ -190,7 +190,7 @@ def _curve_lines(summary: Mapping[str, Any]) -> list[str]:
              f"  {'tau':>5} {'ratio':>6} {'added':>7} {'precision':>9} {'judged':>6}"]
     for p in curve:
         ratio = f"{p['ratio']:.2f}x" if p["ratio"] else "-"
-        precision = "-" if p["precision"] is None else f"{p['precision']:.3f}"
+        precision = shown(p["precision"], ".3f")
         lines.append(f"  {p['threshold']:>5g} {ratio:>6} {p['added_labels']:>7,} {precision:>9} "
                      f"{p['judged_new_positives']:>6}")
     return lines

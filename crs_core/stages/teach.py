@@ -47,7 +47,7 @@ from crs_core.schema import (
     table_to_catalog,
     table_to_samples,
 )
-from crs_core.stages.base import Stage, Summary
+from crs_core.stages.base import Stage, Summary, shown
 from crs_core.teacher import (
     KG_RUBRIC_VERSION,
     KGTeacher,
@@ -130,28 +130,6 @@ def _prompt_version(config: Config) -> str:
 
 def recorded_files(config: Config) -> list[Path]:
     return resolve_files(config.teacher.files, config.resolved_data_dir(), config.dataset)
-
-
-def teach_settings(config: Config) -> dict:
-    """Settings and prompt version; only `files` among the teacher settings matters to recorded judgments."""
-    if config.teacher.kind == "recorded":
-        return {"teacher": {"kind": "recorded", "files": config.teacher.files}}
-    return {
-        "teacher": {k: v for k, v in dataclasses.asdict(config.teacher).items()
-                    if k not in _NOT_FINGERPRINTED and k != "files"},
-        "seed": config.seed,
-        "prompt_version": _prompt_version(config),
-    }
-
-
-def teach_inputs(config: Config, run: RunDir) -> list[Path]:
-    """Recorded judgments add their files' contents (a new or edited file re-runs teach) and need no
-    candidates."""
-    if config.teacher.kind == "recorded":
-        inputs = [run.path(p) for p in INPUTS[:2]] + recorded_files(config)
-    else:
-        inputs = [run.path(p) for p in INPUTS]
-    return [p for p in inputs if p.exists()]
 
 
 def summarize(labels: list[Label], teacher, config: Config, contexts: int, seconds: float) -> dict:
@@ -237,13 +215,27 @@ class Teach(Stage):
     about = "teacher {config.teacher.kind} rates (context, item) pairs 0-4"
 
     def inputs(self, config: Config, run: RunDir) -> list[Path]:
-        return teach_inputs(config, run)
+        """Recorded judgments add their files' contents (a new or edited file re-runs teach) and need no
+        candidates."""
+        if config.teacher.kind == "recorded":
+            inputs = [run.path(p) for p in INPUTS[:2]] + recorded_files(config)
+        else:
+            inputs = [run.path(p) for p in INPUTS]
+        return [p for p in inputs if p.exists()]
 
     def outputs(self, config: Config) -> list[str]:
         return [OUTPUT]
 
     def settings(self, config: Config, run: RunDir) -> dict:
-        return teach_settings(config)
+        """Settings and prompt version; only `files` among the teacher settings matters to recorded judgments."""
+        if config.teacher.kind == "recorded":
+            return {"teacher": {"kind": "recorded", "files": config.teacher.files}}
+        return {
+            "teacher": {k: v for k, v in dataclasses.asdict(config.teacher).items()
+                        if k not in _NOT_FINGERPRINTED and k != "files"},
+            "seed": config.seed,
+            "prompt_version": _prompt_version(config),
+        }
 
     def reusable(self, figures: Mapping[str, Any]) -> bool:
         return figures.get("failed", 0) == 0
@@ -276,32 +268,29 @@ class Teach(Stage):
         return _finish(config, run, labels, teacher, contexts, start, extra)
 
     def describe(self, figures: Mapping[str, Any], config: Config) -> list[str]:
-        return describe_teach(figures)
-
-
-def describe_teach(s: Mapping[str, Any]) -> list[str]:
-    """Counts, cost and score histogram; for recorded judgments, where they came from and what was skipped."""
-    histogram = " ".join(f"{k}:{v}" for k, v in s["score_histogram"].items())
-    mean = "-" if s["mean_score"] is None else f"{s['mean_score']:.2f}"
-    share = "-" if s["failure_share"] is None else f"{100 * s['failure_share']:.1f}%"
-    lines = [
-        f"teacher {s['teacher']} / model {s['model']} / prompt {s['prompt_version']}",
-        (f"  {s['pairs']} pairs over {s['contexts']} contexts: {s['ok']} ok, {s['failed']} failed "
-         f"({share}), {s['cached']} from cache, {s['requests']} requests"),
-        (f"  tokens in/out {s['input_tokens']}/{s['output_tokens']}, cost ${s['cost_usd']:.4f}; "
-         f"scores {histogram} (mean {mean})"),
-    ]
-    if "batch_price_factor" in s:
-        lines.append(f"  Batch API: cost at {s['batch_price_factor']:.0%} of the list price "
-                     f"${s['cost_usd_list_price']:.4f}, answers from {', '.join(s['batch_files'])}")
-    if "files" in s:
-        files = ", ".join(f"{path} ({n} pairs)" for path, n in s["files"].items())
-        skipped = " ".join(f"{split}:{n}" for split, n in s["skipped_not_train"].items()) or "none"
-        judges = ", ".join(f"{judge} ({n})" for judge, n in s["judges"].items())
-        lines += [f"  recorded judgments from {files}; judges {judges}",
-                  (f"  conversations no longer as recorded: {s['mismatched_conversations']} pairs; item descriptions "
-                   f"changed: {s['mismatched_descriptions']} pairs; non-train judgments skipped: {skipped}")]
-    return lines
+        """Counts, cost and score histogram; for recorded judgments, where they came from and what was skipped."""
+        s = figures
+        histogram = " ".join(f"{k}:{v}" for k, v in s["score_histogram"].items())
+        mean, share = shown(s["mean_score"], ".2f"), shown(s["failure_share"], ".1%")
+        lines = [
+            f"teacher {s['teacher']} / model {s['model']} / prompt {s['prompt_version']}",
+            (f"  {s['pairs']} pairs over {s['contexts']} contexts: {s['ok']} ok, {s['failed']} failed "
+             f"({share}), {s['cached']} from cache, {s['requests']} requests"),
+            (f"  tokens in/out {s['input_tokens']}/{s['output_tokens']}, cost ${s['cost_usd']:.4f}; "
+             f"scores {histogram} (mean {mean})"),
+        ]
+        if "batch_price_factor" in s:
+            lines.append(f"  Batch API: cost at {s['batch_price_factor']:.0%} of the list price "
+                         f"${s['cost_usd_list_price']:.4f}, answers from {', '.join(s['batch_files'])}")
+        if "files" in s:
+            files = ", ".join(f"{path} ({n} pairs)" for path, n in s["files"].items())
+            skipped = " ".join(f"{split}:{n}" for split, n in s["skipped_not_train"].items()) or "none"
+            judges = ", ".join(f"{judge} ({n})" for judge, n in s["judges"].items())
+            lines += [f"  recorded judgments from {files}; judges {judges}",
+                      (f"  conversations no longer as recorded: {s['mismatched_conversations']} pairs; item "
+                       f"descriptions changed: {s['mismatched_descriptions']} pairs; non-train judgments skipped: "
+                       f"{skipped}")]
+        return lines
 
 
 def _require_openai(config: Config, flag: str) -> None:

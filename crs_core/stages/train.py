@@ -17,7 +17,7 @@ from typing import Any
 from crs_core.artifacts import RunDir
 from crs_core.config import Config
 from crs_core.models import Recommender
-from crs_core.stages.base import Stage
+from crs_core.stages.base import Stage, shown
 
 SYNTHETIC = "synthetic.parquet"
 
@@ -114,9 +114,8 @@ class Train(Stage):
         parts = (("no augmentation", "baseline"), ("stage 1 (synthetic)", "stage1"), ("stage 2 (+KL)", "stage2"))
         for label, key in parts:
             part = figures[key]
-            recall = part["valid"].get("valid_recall@50")
-            shown = "-" if recall is None else f"{100 * recall:.2f}%"
-            lines.append(f"  {label:<20} epoch {part['best_epoch']}/{part['epochs']}: valid R@50 {shown}")
+            recall = shown(part["valid"].get("valid_recall@50"), ".2%")
+            lines.append(f"  {label:<20} epoch {part['best_epoch']}/{part['epochs']}: valid R@50 {recall}")
         if figures.get("figure"):  # none for runs only reloaded from Ray checkpoints
             lines.append(f"  figure: {figures['figure']} (valid recall per epoch of each stage)")
         return lines
